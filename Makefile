@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets itself up.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+JOBS ?= 2
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# torch is pinned: a CPU wheel of 2.13.0 is available offline; an unpinned torch pulls CUDA.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[gpu,test]"
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/cpgen copypaste --src examples/coco --out demo-out/copypaste --num-images 12 --overwrite -j $(JOBS)
+	@echo "copy-paste demo written to demo-out/copypaste (annotations.json + images/)"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check cpgen tests bench examples
+	$(BIN)/ruff format --check cpgen tests bench examples
+
+bench: install
+	$(BIN)/python bench/bench.py
+
+clean:
+	rm -rf $(VENV) demo-out build *.egg-info

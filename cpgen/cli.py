@@ -1,0 +1,259 @@
+"""The `cpgen` command line: thin commands that turn options into a config and run it.
+
+Results go to stdout (``--json``); progress, warnings and errors go to stderr. Known failures
+print ``Error: ...`` with a hint and no traceback (set CPGEN_DEBUG=1 to see one).
+Exit codes: 0 ok, 1 data error, 2 usage error, 3 finished but items were skipped, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from cpgen import __version__
+from cpgen.errors import EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_USAGE, CpgenError, UsageError
+
+app = typer.Typer(
+    name="cpgen",
+    help="Offline dataset generation for computer vision: Simple Copy-Paste for COCO instance "
+    "segmentation, CutMix for image folders. Exit codes: 0 ok, 1 data error, 2 usage error, "
+    "3 finished but some items were skipped (named on stderr), 130 interrupted.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Options shared by the generating commands, declared once.
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.", show_default=False)]
+SeedOpt = Annotated[int, typer.Option(help="Random seed; same inputs and seed, same bytes out.")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", "-j", help="Worker processes [default: all cores].", show_default=False
+    ),
+]
+BackendOpt = Annotated[
+    str, typer.Option(help="joblib backend: loky, threading, multiprocessing, dask, ...")
+]
+QualityOpt = Annotated[int, typer.Option(help="JPEG quality of generated images (1-100).")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an earlier cpgen output in --out.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print the plan (one line per output) and stop.")
+]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def handle_errors(command: F) -> F:
+    """Turn known failures into one `Error:` line and the exit code they carry."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CpgenError as exc:
+            if os.environ.get("CPGEN_DEBUG"):
+                raise
+            _stderr(f"Error: {exc.message}")
+            if exc.hint:
+                _stderr(f"Hint: {exc.hint}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            _stderr("Interrupted; the output folder is incomplete.")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _workers(workers: int | None) -> int:
+    from cpgen.runner import default_workers
+
+    if workers is None:
+        return default_workers()
+    if workers < 1:
+        raise UsageError("--workers must be at least 1")
+    return workers
+
+
+def _progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def _finish(summary: Any, as_json: bool, quiet: bool) -> None:
+    """The one place a run's result is printed, and its exit code chosen."""
+    if as_json:
+        print(json.dumps(summary.to_json()), flush=True)
+    if not quiet:
+        _stderr(summary.line())
+    if summary.skipped_items:
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+@app.command()
+@handle_errors
+def copypaste(
+    out: OutOpt,
+    src: Annotated[
+        Path | None,
+        typer.Option(
+            help="Dataset folder in a common COCO layout (annotations.json + images/, "
+            "annotations/instances_<split>.json + <split>/, Roboflow, CVAT)."
+        ),
+    ] = None,
+    ann: Annotated[Path | None, typer.Option(help="COCO annotation file (with --images).")] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Image folder the file_names are relative to.")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to read when --src holds several (train2017...).")
+    ] = None,
+    num_images: Annotated[
+        int | None,
+        typer.Option(help="Images to generate [default: one per input image].", show_default=False),
+    ] = None,
+    seed: SeedOpt = 0,
+    workers: WorkersOpt = None,
+    backend: BackendOpt = "loky",
+    max_paste: Annotated[int, typer.Option(help="Most instances pasted per image.")] = 20,
+    scale: Annotated[
+        tuple[float, float],
+        typer.Option(help="Scale range MIN MAX, relative to fitting the source in the target."),
+    ] = (0.1, 2.0),
+    hflip: Annotated[float, typer.Option(help="Probability of flipping the source.")] = 0.5,
+    blend: Annotated[str, typer.Option(help="Edge blending: gaussian or none.")] = "gaussian",
+    sigma: Annotated[float, typer.Option(help="Gaussian blend sigma in pixels.")] = 1.0,
+    min_visible_px: Annotated[
+        int,
+        typer.Option(
+            help="Pasted instances with fewer visible pixels are not pasted; occluded "
+            "target objects under half visible with fewer pixels are dropped."
+        ),
+    ] = 10,
+    min_visible_frac: Annotated[
+        float,
+        typer.Option(
+            help="Occluded target objects keeping less than this fraction of their "
+            "area are dropped (0-0.5; objects half visible or more always stay)."
+        ),
+    ] = 0.1,
+    mask_format: Annotated[
+        str, typer.Option(help="Generated masks as rle (compressed) or polygon.")
+    ] = "rle",
+    originals: Annotated[
+        str,
+        typer.Option(
+            help="Originals in the output: link (hard link, copy if impossible), copy, or none."
+        ),
+    ] = "link",
+    quality: QualityOpt = 95,
+    overwrite: OverwriteOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Simple Copy-Paste: paste instances of one image onto another; write images + COCO JSON."""
+    from cpgen import copypaste as job
+    from cpgen.datasets import coco
+    from cpgen.runner import check_backend
+
+    options = job.CopyPasteOptions(
+        num_images=num_images,
+        seed=seed,
+        max_paste=max_paste,
+        scale=scale,
+        hflip=hflip,
+        blend=blend,
+        sigma=sigma,
+        min_visible_px=min_visible_px,
+        min_visible_frac=min_visible_frac,
+        mask_format=mask_format,
+        originals=originals,
+        quality=quality,
+    )
+    run_options = job.RunOptions(_workers(workers), backend, overwrite, _progress(quiet))
+    check_backend(backend)
+    files = _coco_files(src, ann, images, split)
+    from cpgen.output import check_out_path
+
+    check_out_path(out, [files.images, files.annotations.parent])
+    index = coco.load(files)
+    if dry_run:
+        _print_plan(index, job.plan(index, options), as_json)
+        return
+    summary = job.run(index, out, options, run_options, report=_stderr)
+    _finish(summary, as_json, quiet)
+
+
+def _coco_files(src: Path | None, ann: Path | None, images: Path | None, split: str | None):
+    from cpgen.datasets import coco
+
+    if src is not None:
+        if ann is not None or images is not None:
+            raise UsageError("give either --src, or --ann with --images, not both")
+        return coco.find_layout(src, split)
+    if ann is None or images is None:
+        raise UsageError("give --src DIR, or --ann FILE with --images DIR")
+    if not ann.is_file():
+        raise UsageError(f"--ann {ann} is not a file")
+    if not images.is_dir():
+        raise UsageError(f"--images {images} is not a folder")
+    return coco.CocoFiles(ann, images)
+
+
+def _print_plan(index: Any, tasks: list[Any], as_json: bool) -> None:
+    rows = [
+        {
+            "index": t.index,
+            "target": index.images[t.target]["file_name"],
+            "source": index.images[t.source]["file_name"],
+            "seed": t.seed,
+        }
+        for t in tasks
+    ]
+    if as_json:
+        print(json.dumps({"plan": rows}))
+    else:
+        for r in rows:
+            print(f"{r['index']}\t{r['target']}\t{r['source']}\t{r['seed']}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cpgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """Offline dataset generation for computer vision."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C outside a command body
+        _stderr("Interrupted.")
+        sys.exit(EXIT_INTERRUPTED)
+
+
+__all__ = ["app", "main", "EXIT_USAGE"]

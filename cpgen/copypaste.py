@@ -1,0 +1,618 @@
+"""`cpgen copypaste`: Simple Copy-Paste (Ghiasi et al., CVPR 2021) over a COCO dataset.
+
+read + validate (datasets.coco) -> plan (plan.py) -> shards in workers (this module's
+``run_generate_shard`` / ``run_originals_shard``) -> merge -> summary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cpgen import __version__, images, masks, output
+from cpgen.datasets import coco
+from cpgen.errors import DataError, UsageError
+from cpgen.ops.paste import composite, keep_occluded, warp_crop, warp_mask
+from cpgen.plan import PARAMS_STREAM, CopyPasteTask, plan_copypaste, shard, task_rng
+from cpgen.runner import run_jobs
+from cpgen.sampling import CopyPasteParams, sample_copypaste
+
+SHARD_SIZE = 16
+SHARDS_DIR = "shards"
+
+
+@dataclass(frozen=True)
+class CopyPasteOptions:
+    """Options that decide the output (recorded in the manifest and in ``info``)."""
+
+    num_images: int | None = None
+    seed: int = 0
+    max_paste: int = 20
+    scale: tuple[float, float] = (0.1, 2.0)
+    hflip: float = 0.5
+    blend: str = "gaussian"
+    sigma: float = 1.0
+    min_visible_px: int = 10
+    min_visible_frac: float = 0.1
+    mask_format: str = "rle"
+    originals: str = "link"
+    quality: int = 95
+
+    def __post_init__(self) -> None:
+        def bad(option: str, why: str) -> UsageError:
+            return UsageError(f"{option} {why}")
+
+        if self.num_images is not None and self.num_images < 1:
+            raise bad("--num-images", "must be at least 1")
+        if not 0 <= self.seed < 2**63:
+            raise bad("--seed", "must be in 0 .. 2**63 - 1")
+        if self.max_paste < 1:
+            raise bad("--max-paste", "must be at least 1")
+        lo, hi = self.scale
+        if not (0 < lo <= hi <= 100):
+            raise bad("--scale", f"MIN MAX must satisfy 0 < MIN <= MAX <= 100, got {lo} {hi}")
+        if not 0 <= self.hflip <= 1:
+            raise bad("--hflip", "is a probability in [0, 1]")
+        if self.blend not in ("gaussian", "none"):
+            raise bad("--blend", "is gaussian or none")
+        if not 0 <= self.sigma <= 100:
+            raise bad("--sigma", "must be in [0, 100] pixels")
+        if self.min_visible_px < 1:
+            raise bad("--min-visible-px", "must be at least 1")
+        if not 0 <= self.min_visible_frac <= 0.5:
+            raise bad("--min-visible-frac", "must be in [0, 0.5] (mostly visible objects stay)")
+        if self.mask_format not in ("rle", "polygon"):
+            raise bad("--mask-format", "is rle or polygon")
+        if self.originals not in ("link", "copy", "none"):
+            raise bad("--originals", "is link, copy or none")
+        if not 1 <= self.quality <= 100:
+            raise bad("--quality", "must be in 1 .. 100")
+
+    @property
+    def blend_sigma(self) -> float:
+        return self.sigma if self.blend == "gaussian" else 0.0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run executes; never changes what it writes."""
+
+    workers: int = 1
+    backend: str = "loky"
+    overwrite: bool = False
+    progress: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# One output, in memory (no I/O)
+
+
+@dataclass
+class Generated:
+    """A generated image and its annotations (ids not yet assigned)."""
+
+    image: images.Image
+    annotations: list[dict[str, Any]]
+    params: CopyPasteParams
+    drawn_ids: list[Any]  # ids of the source annotations drawn for pasting
+    dropped: int  # target annotations dropped as hidden
+
+
+def copy_paste(
+    task_seed: int,
+    target: images.Image,
+    target_anns: list[dict[str, Any]],
+    source: images.Image,
+    source_anns: list[dict[str, Any]],
+    options: CopyPasteOptions,
+) -> Generated:
+    """Paste a random subset of the source's non-crowd instances onto the target.
+
+    ``target`` is modified in place and returned as the output image. Annotations are full
+    records: the target's (occluded, possibly dropped) then the pasted ones, each with its
+    ``cpgen`` provenance; ``id`` and ``image_id`` are left for the merge to assign.
+    """
+    th, tw = target.shape[:2]
+    sh, sw = source.shape[:2]
+    pasteable = [a for a in source_anns if not a["iscrowd"]]
+    rng = task_rng(task_seed, PARAMS_STREAM)
+    params = sample_copypaste(
+        rng, len(pasteable), (sw, sh), (tw, th), options.max_paste, options.scale, options.hflip
+    )
+    placement = params.placement
+
+    pasted: list[tuple[dict[str, Any], masks.Rle]] = []
+    for pos in params.instances:
+        ann = pasteable[pos]
+        seg = ann["segmentation"]
+        if isinstance(seg, list):
+            rle = masks.polygons_to_rle([placement.polygon(p) for p in seg], th, tw)
+        else:
+            mask = masks.decode(masks.segmentation_to_rle(seg, sh, sw))
+            rle = masks.encode(warp_mask(mask, placement, th, tw))
+        if masks.area(rle) >= options.min_visible_px:
+            pasted.append((ann, rle))
+
+    not_pasted: masks.Rle | None = None
+    union_box = (0, 0, 0, 0)
+    if pasted:
+        union = masks.union([rle for _, rle in pasted])
+        union_box = tuple(masks.bbox(union))
+        x, y, w, h = union_box
+        union_mask = masks.decode(union)
+        crop_mask = np.ascontiguousarray(union_mask[y : y + h, x : x + w])
+        composite(
+            target,
+            warp_crop(source, placement, union_box),
+            crop_mask,
+            union_box,
+            options.blend_sigma,
+        )
+        union_mask ^= 1
+        not_pasted = masks.encode(union_mask)
+
+    annotations: list[dict[str, Any]] = []
+    dropped = 0
+    for ann in target_anns:
+        rle = masks.segmentation_to_rle(ann["segmentation"], th, tw)
+        if not_pasted is not None and _boxes_overlap(masks.bbox(rle), union_box):
+            original_px = masks.area(rle)
+            visible = masks.intersect(rle, not_pasted)
+            visible_px = masks.area(visible)
+            if visible_px < original_px:
+                if not keep_occluded(
+                    original_px, visible_px, options.min_visible_px, options.min_visible_frac
+                ):
+                    dropped += 1
+                    continue
+                rle = visible
+        annotations.append(_annotation(ann, rle, "target", options.mask_format))
+    for ann, rle in pasted:
+        annotations.append(_annotation(ann, rle, "source", options.mask_format))
+    drawn_ids = [pasteable[i]["id"] for i in params.instances]
+    return Generated(target, annotations, params, drawn_ids, dropped)
+
+
+def _boxes_overlap(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def _annotation(
+    ann: dict[str, Any], rle: masks.Rle, origin: str, mask_format: str
+) -> dict[str, Any]:
+    """An output record: the original's keys, new mask, area and box, and provenance."""
+    segmentation: Any = masks.rle_to_json(rle)
+    if mask_format == "polygon" and not ann["iscrowd"]:
+        h, w = rle["size"]
+        parts = masks.mask_to_polygons(masks.decode(rle))
+        as_polygon = masks.polygons_to_rle(parts, h, w) if parts else None
+        if as_polygon is not None and masks.area(as_polygon) > 0:
+            segmentation, rle = parts, as_polygon
+    record = {k: v for k, v in ann.items() if k not in ("id", "image_id", "cpgen")}
+    record.update(
+        id=None,
+        image_id=None,
+        segmentation=segmentation,
+        area=masks.area(rle),
+        bbox=masks.bbox(rle),
+        iscrowd=ann["iscrowd"],
+        cpgen={"from": origin, "image_id": ann["image_id"], "ann_id": ann["id"]},
+    )
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards (run in workers: small picklable payloads, small results)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """What a worker needs to read one dataset image."""
+
+    position: int
+    id: int
+    file_name: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class GenerateShard:
+    number: int
+    tasks: list[CopyPasteTask]
+    images: dict[int, ImageRef]
+    annotations: dict[int, list[dict[str, Any]]]
+    options: CopyPasteOptions
+    images_dir: str
+    out: str
+    gen_dir: str
+
+
+@dataclass(frozen=True)
+class OriginalsShard:
+    number: int
+    images: list[ImageRef]
+    annotations: dict[int, list[dict[str, Any]]]
+    mode: str  # link | copy | none (check only)
+    images_dir: str
+    out: str
+
+
+@dataclass
+class ShardResult:
+    number: int
+    done: int = 0  # outputs written (or originals placed)
+    broken: dict[int, str] = field(default_factory=dict)  # image position -> reason
+    skipped: list[str] = field(default_factory=list)  # output files not written, with reason
+
+
+def _image_path(images_dir: str, ref: ImageRef) -> Path:
+    rel = coco.safe_relative(ref.file_name)
+    if rel is None:
+        raise images.ImageError("file_name is absolute or leaves the image folder")
+    return Path(images_dir) / rel
+
+
+def _load(images_dir: str, ref: ImageRef) -> images.Image:
+    return images.load(_image_path(images_dir, ref), (ref.width, ref.height))
+
+
+def run_generate_shard(job: GenerateShard) -> ShardResult:
+    """Generate, encode and write a shard's outputs, then its result file (written last)."""
+    result = ShardResult(job.number)
+    out = Path(job.out)
+    records: list[dict[str, Any]] = []
+    for task in job.tasks:
+        target_ref, source_ref = job.images[task.target], job.images[task.source]
+        loaded: list[images.Image] = []
+        for ref in (target_ref, source_ref):
+            try:
+                loaded.append(_load(job.images_dir, ref))
+            except images.ImageError as exc:
+                result.broken[ref.position] = f"{ref.file_name}: {exc}"
+                break
+        if len(loaded) < 2:
+            result.skipped.append(f"{_output_name(job.gen_dir, task.index)}: input image unusable")
+            continue
+        generated = copy_paste(
+            task.seed,
+            loaded[0],
+            job.annotations[task.target],
+            loaded[1],
+            job.annotations[task.source],
+            job.options,
+        )
+        file_name = _output_name(job.gen_dir, task.index)
+        data = images.encode_jpeg(generated.image, job.options.quality)
+        images.atomic_write_bytes(out / "images" / file_name, data)
+        p = generated.params.placement
+        record = {
+            "index": task.index,
+            "file_name": file_name,
+            "width": target_ref.width,
+            "height": target_ref.height,
+            "cpgen": {
+                "target_id": target_ref.id,
+                "source_ids": [source_ref.id],
+                "seed": task.seed,
+                "params": {
+                    "instances": generated.drawn_ids,
+                    "hflip": p.flip,
+                    "scale": round(p.scale, 6),
+                    "offset": [round(p.offset_x, 3), round(p.offset_y, 3)],
+                },
+            },
+            "dropped": generated.dropped,
+            "annotations": generated.annotations,
+        }
+        records.append(record)
+        result.done += 1
+    _write_shard(out, job.number, {"kind": "generated", "records": records, **_status(result)})
+    return result
+
+
+def run_originals_shard(job: OriginalsShard) -> ShardResult:
+    """Check originals' headers, place them in OUT, and recompute their annotations' area/bbox."""
+    result = ShardResult(job.number)
+    out = Path(job.out)
+    records: list[dict[str, Any]] = []
+    for ref in job.images:
+        try:
+            path = _image_path(job.images_dir, ref)
+            data = images.read_bytes(path)
+            size = images.header_size(data)
+            if size is None:  # not a format whose header we read: decode to check
+                images.decode(data, (ref.width, ref.height))
+            else:
+                images.check_size(size, (ref.width, ref.height))
+        except images.ImageError as exc:
+            result.broken[ref.position] = f"{ref.file_name}: {exc}"
+            continue
+        if job.mode != "none":
+            output.link_or_copy(path, out / "images" / coco.safe_relative(ref.file_name), job.mode)
+        anns = []
+        for ann in job.annotations[ref.position]:
+            rle = masks.segmentation_to_rle(ann["segmentation"], ref.height, ref.width)
+            anns.append({**ann, "area": masks.area(rle), "bbox": masks.bbox(rle)})
+        records.append({"position": ref.position, "annotations": anns})
+        result.done += 1
+    _write_shard(out, job.number, {"kind": "originals", "records": records, **_status(result)})
+    return result
+
+
+def _status(result: ShardResult) -> dict[str, Any]:
+    return {"broken": {str(k): v for k, v in result.broken.items()}, "skipped": result.skipped}
+
+
+def _output_name(gen_dir: str, index: int) -> str:
+    return f"{gen_dir}/{index:06d}.jpg"
+
+
+def _shard_path(out: Path, number: int) -> Path:
+    return out / output.STATE_DIR / SHARDS_DIR / f"{number:06d}.json"
+
+
+def _write_shard(out: Path, number: int, content: dict[str, Any]) -> None:
+    output.atomic_write_text(_shard_path(out, number), output.dumps(content))
+
+
+def _read_shard(out: Path, number: int) -> dict[str, Any]:
+    return coco.read_json(_shard_path(out, number))
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole run
+
+
+@dataclass
+class Summary:
+    """What a run did; printed as one line, or as one JSON object with ``--json``."""
+
+    command: str
+    out: str
+    annotations: str
+    images: int = 0
+    generated: int = 0
+    generated_annotations: int = 0
+    pasted_instances: int = 0
+    dropped_target_annotations: int = 0
+    originals: int = 0
+    skipped_outputs: int = 0
+    broken_images: list[str] = field(default_factory=list)
+    skipped_annotations: int = 0
+    seconds: float = 0.0
+
+    @property
+    def skipped_items(self) -> int:
+        return self.skipped_outputs + len(self.broken_images) + self.skipped_annotations
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "skipped_items": self.skipped_items}
+
+    def line(self) -> str:
+        text = (
+            f"cpgen {self.command}: {self.generated} images generated "
+            f"({self.pasted_instances} instances pasted, {self.dropped_target_annotations} "
+            f"hidden target annotations dropped), {self.originals} originals kept, "
+            f"in {self.seconds:.1f} s -> {self.annotations}"
+        )
+        if self.skipped_items:
+            text += (
+                f"; skipped: {self.skipped_outputs} outputs, {len(self.broken_images)} broken "
+                f"images, {self.skipped_annotations} annotations"
+            )
+        return text
+
+
+def generated_dir(index: coco.CocoIndex) -> str:
+    """A folder name for generated images that no original file_name starts with."""
+    taken = {
+        n.split("/", 1)[0].lower()
+        for n in (r["file_name"].replace("\\", "/") for r in index.images)
+    }
+    name, k = "cpgen", 0
+    while name.lower() in taken:
+        k += 1
+        name = f"cpgen-{k}"
+    return name
+
+
+def plan(index: coco.CocoIndex, options: CopyPasteOptions) -> list[CopyPasteTask]:
+    if not index.images:
+        raise DataError(f"{index.files.annotations}: no usable images")
+    pasteable = [
+        i for i, anns in enumerate(index.anns_by_image) if any(not a["iscrowd"] for a in anns)
+    ]
+    if not pasteable:
+        raise DataError(f"{index.files.annotations}: no image has a non-crowd instance to paste")
+    num = options.num_images if options.num_images is not None else len(index.images)
+    return plan_copypaste(len(index.images), pasteable, num, options.seed)
+
+
+def _refs(index: coco.CocoIndex, positions: set[int] | list[int]) -> dict[int, ImageRef]:
+    return {
+        p: ImageRef(p, r["id"], r["file_name"], r["width"], r["height"])
+        for p, r in ((p, index.images[p]) for p in sorted(positions))
+    }
+
+
+def run(
+    index: coco.CocoIndex,
+    out: Path,
+    options: CopyPasteOptions,
+    run_options: RunOptions,
+    report: Any = None,
+) -> Summary:
+    """Generate the dataset into ``out`` and return the summary.
+
+    ``report(message)`` receives one line per skipped item (stderr in the CLI).
+    """
+    started = time.perf_counter()
+    tasks = plan(index, options)
+    gen_dir = generated_dir(index)
+    output.prepare_out(out, run_options.overwrite)
+    manifest = {
+        "tool": "cpgen",
+        "version": __version__,
+        "command": "copypaste",
+        "source": {"annotations": str(index.files.annotations), "images": str(index.files.images)},
+        "options": options_record(options),
+        "state": "running",
+    }
+    output.write_manifest(out, manifest)
+
+    payloads: list[Any] = []
+    positions = list(range(len(index.images)))
+    for chunk in shard(positions, 64):
+        payloads.append(
+            OriginalsShard(
+                len(payloads),
+                list(_refs(index, chunk).values()),
+                {p: index.anns_by_image[p] for p in chunk},
+                options.originals,
+                str(index.files.images),
+                str(out),
+            )
+        )
+    first_generate = len(payloads)
+    for chunk in shard(tasks, SHARD_SIZE):
+        touched = {t.target for t in chunk} | {t.source for t in chunk}
+        payloads.append(
+            GenerateShard(
+                len(payloads),
+                chunk,
+                _refs(index, touched),
+                {p: index.anns_by_image[p] for p in touched},
+                options,
+                str(index.files.images),
+                str(out),
+                gen_dir,
+            )
+        )
+
+    def job(payload: Any) -> ShardResult:
+        if isinstance(payload, OriginalsShard):
+            return run_originals_shard(payload)
+        return run_generate_shard(payload)
+
+    run_jobs(
+        job,
+        payloads,
+        workers=run_options.workers,
+        backend=run_options.backend,
+        progress=run_options.progress,
+        desc="copypaste",
+        on_result=lambda r: r.done,
+    )
+    summary = merge(index, out, options, len(payloads), first_generate, gen_dir)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    manifest.update(state="done", summary=summary.to_json())
+    output.write_manifest(out, manifest)
+    if report is not None:
+        for problem, where in index.problems:
+            report(f"warning: {problem}: {where}")
+        for name in summary.broken_images:
+            report(f"skipped image {name}")
+    return summary
+
+
+def options_record(options: CopyPasteOptions) -> dict[str, Any]:
+    record = asdict(options)
+    record["scale"] = list(options.scale)
+    return record
+
+
+def merge(
+    index: coco.CocoIndex,
+    out: Path,
+    options: CopyPasteOptions,
+    num_shards: int,
+    first_generate: int,
+    gen_dir: str,
+) -> Summary:
+    """Read shard results in order, assign ids, and write ``annotations.json`` atomically."""
+    summary = Summary("copypaste", str(out), str(out / "annotations.json"))
+    broken: dict[int, str] = {}
+    for number in range(num_shards):
+        shard_data = _read_shard(out, number)
+        broken.update({int(k): v for k, v in shard_data["broken"].items()})
+        summary.skipped_outputs += len(shard_data["skipped"])
+    summary.broken_images = [broken[p] for p in sorted(broken)]
+    summary.skipped_annotations = sum(
+        1 for problem, _ in index.problems if not problem.startswith("polygon parts dropped")
+    )
+    # a broken original leaves the output: its placed file too
+    for p in broken:
+        rel = coco.safe_relative(index.images[p]["file_name"])
+        if rel is not None and options.originals != "none":
+            (out / "images" / rel).unlink(missing_ok=True)
+
+    image_base = index.max_image_id() + 1
+    ann_base = index.max_annotation_id() + 1
+    keep_originals = options.originals != "none"
+
+    def shard_records(kind: str) -> Iterator[dict[str, Any]]:
+        numbers = (
+            range(first_generate) if kind == "originals" else range(first_generate, num_shards)
+        )
+        for number in numbers:
+            yield from _read_shard(out, number)["records"]
+
+    def image_records() -> Iterator[dict[str, Any]]:
+        if keep_originals:
+            for rec in shard_records("originals"):
+                if rec["position"] not in broken:
+                    summary.originals += 1
+                    yield index.images[rec["position"]]
+        for rec in shard_records("generated"):
+            summary.generated += 1
+            yield {
+                "id": image_base + rec["index"],
+                "file_name": rec["file_name"],
+                "width": rec["width"],
+                "height": rec["height"],
+                "cpgen": rec["cpgen"],
+            }
+
+    next_ann = ann_base
+
+    def annotation_records() -> Iterator[dict[str, Any]]:
+        nonlocal next_ann
+        if keep_originals:
+            for rec in shard_records("originals"):
+                if rec["position"] not in broken:
+                    yield from rec["annotations"]
+        for rec in shard_records("generated"):
+            summary.dropped_target_annotations += rec["dropped"]
+            for ann in rec["annotations"]:
+                ann["id"] = next_ann
+                ann["image_id"] = image_base + rec["index"]
+                next_ann += 1
+                summary.generated_annotations += 1
+                summary.pasted_instances += ann["cpgen"]["from"] == "source"
+                yield ann
+
+    info = {
+        "description": "generated by cpgen copypaste (Simple Copy-Paste)",
+        "version": __version__,
+        "cpgen": {"command": "copypaste", "options": options_record(options)},
+    }
+    if "info" in index.top:
+        info["source_info"] = index.top["info"]
+    top = {k: v for k, v in index.top.items() if k not in ("info", "licenses")}
+    coco.write(
+        out / "annotations.json",
+        info=info,
+        licenses=index.top.get("licenses") or [],
+        categories=index.categories,
+        images=image_records(),
+        annotations=annotation_records(),
+        extra=top,
+    )
+    summary.images = summary.originals + summary.generated
+    return summary

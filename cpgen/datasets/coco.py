@@ -1,0 +1,287 @@
+"""COCO datasets: find the files in common layouts, load and validate into a small index.
+
+We never build ``pycocotools.coco.COCO`` (it prints to stdout and duplicates memory): the index
+keeps the image records and the annotations grouped by image, plain dicts that pickle cheaply to
+workers. Validation happens here, once: fatal problems raise DataError; a problem with a single
+annotation drops that annotation and is reported in ``CocoIndex.problems``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from cpgen import masks
+from cpgen.errors import DataError, UsageError
+
+
+@dataclass(frozen=True)
+class CocoFiles:
+    """Where a dataset's annotation file and image folder are."""
+
+    annotations: Path
+    images: Path
+
+
+def find_layout(src: Path, split: str | None = None) -> CocoFiles:
+    """Find annotations and images under SRC in the layouts cpgen knows.
+
+    Looks for, in order: ``annotations.json`` + ``images/``; COCO's
+    ``annotations/instances_<split>.json`` + ``<split>/`` (or ``images/<split>/``); Roboflow's
+    ``_annotations.coco.json`` beside the images (also in ``<split>/``); CVAT's
+    ``annotations/instances_default.json`` + ``images/``.
+    """
+    if not src.is_dir():
+        raise UsageError(f"--src {src} is not a folder")
+    looked: list[str] = []
+
+    def found(ann: Path, imgs: Path) -> CocoFiles | None:
+        looked.append(f"{ann.relative_to(src)} + {imgs.relative_to(src) if imgs != src else '.'}/")
+        if ann.is_file() and imgs.is_dir():
+            return CocoFiles(ann, imgs)
+        return None
+
+    if split is None:
+        hit = found(src / "annotations.json", src / "images")
+        if hit:
+            return hit
+        coco_splits = sorted(
+            p.name[len("instances_") : -len(".json")]
+            for p in (src / "annotations").glob("instances_*.json")
+            if p.name != "instances_default.json"
+        )
+        if len(coco_splits) > 1:
+            raise UsageError(
+                f"{src} holds several COCO splits ({', '.join(coco_splits)})",
+                hint="choose one with --split",
+            )
+        if coco_splits:
+            split = coco_splits[0]
+        else:
+            hit = found(src / "_annotations.coco.json", src) or found(
+                src / "annotations" / "instances_default.json", src / "images"
+            )
+            if hit:
+                return hit
+    if split is not None:
+        for ann, imgs in (
+            (src / "annotations" / f"instances_{split}.json", src / split),
+            (src / "annotations" / f"instances_{split}.json", src / "images" / split),
+            (src / "annotations" / f"instances_{split}.json", src / "images"),
+            (src / split / "_annotations.coco.json", src / split),
+        ):
+            hit = found(ann, imgs)
+            if hit:
+                return hit
+    raise UsageError(
+        f"no COCO dataset found in {src}; looked for: {'; '.join(dict.fromkeys(looked))}",
+        hint="or name the files with --ann FILE --images DIR",
+    )
+
+
+@dataclass
+class CocoIndex:
+    """A loaded, validated COCO dataset.
+
+    ``images`` are the image records as given (unknown keys kept); ``anns_by_image`` maps an
+    image's position in ``images`` to its usable annotations, each a copy of the record with
+    polygon parts cleaned. ``top`` holds the file's other top-level keys in order.
+    """
+
+    files: CocoFiles
+    images: list[dict[str, Any]]
+    anns_by_image: list[list[dict[str, Any]]]
+    categories: list[dict[str, Any]]
+    top: dict[str, Any]
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def num_annotations(self) -> int:
+        return sum(len(a) for a in self.anns_by_image)
+
+    def max_image_id(self) -> int:
+        return max((int(r["id"]) for r in self.images), default=-1)
+
+    def max_annotation_id(self) -> int:
+        return max((int(a["id"]) for anns in self.anns_by_image for a in anns), default=-1)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with path.open("rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"annotation file {path} not found") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+            hint="the file may be truncated; re-export or re-download it",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _duplicates(values: Iterable[Any]) -> list[Any]:
+    seen: set[Any] = set()
+    dups: list[Any] = []
+    for v in values:
+        if v in seen and v not in dups:
+            dups.append(v)
+        seen.add(v)
+    return dups
+
+
+def load(files: CocoFiles) -> CocoIndex:
+    """Read and validate a COCO instance-segmentation file. Raises DataError when unusable."""
+    path = files.annotations
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: the top level is a {type(data).__name__}, not a JSON object")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise DataError(f"{path}: no '{key}' list; this is not a COCO instances file")
+        if not isinstance(data[key], list):
+            raise DataError(f"{path}: '{key}' is a {type(data[key]).__name__}, not a list")
+    problems: list[tuple[str, str]] = []
+
+    categories = data["categories"]
+    for cat in categories:
+        if not isinstance(cat, dict) or not _is_id(cat.get("id")):
+            raise DataError(f"{path}: a category without an integer 'id': {str(cat)[:80]}")
+    dup = _duplicates(c["id"] for c in categories)
+    if dup:
+        raise DataError(f"{path}: duplicate category ids {dup[:5]}")
+    category_ids = {c["id"] for c in categories}
+
+    images: list[dict[str, Any]] = []
+    for rec in data["images"]:
+        if not isinstance(rec, dict) or not _is_id(rec.get("id")):
+            raise DataError(f"{path}: an image record without an integer 'id': {str(rec)[:80]}")
+        images.append(rec)
+    dup = _duplicates(r["id"] for r in images)
+    if dup:
+        raise DataError(f"{path}: duplicate image ids {dup[:5]}", hint="ids must be unique")
+    position = {r["id"]: i for i, r in enumerate(images)}
+    usable = [True] * len(images)
+    for i, rec in enumerate(images):
+        if not isinstance(rec.get("file_name"), str) or not rec["file_name"]:
+            usable[i] = False
+            problems.append(("image without file_name", f"image {rec['id']}"))
+        elif not all(_is_id(rec.get(k)) and rec[k] > 0 for k in ("width", "height")):
+            usable[i] = False
+            problems.append(("image without a valid width/height", f"image {rec['id']}"))
+
+    anns = data["annotations"]
+    for ann in anns:
+        if not isinstance(ann, dict) or not _is_id(ann.get("id")):
+            raise DataError(f"{path}: an annotation without an integer 'id': {str(ann)[:80]}")
+    dup = _duplicates(a["id"] for a in anns)
+    if dup:
+        raise DataError(f"{path}: duplicate annotation ids {dup[:5]}", hint="ids must be unique")
+
+    anns_by_image: list[list[dict[str, Any]]] = [[] for _ in images]
+    for ann in anns:
+        where = f"annotation {ann['id']}"
+        img = position.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
+        if img is None:
+            problems.append(("annotation on an unknown image", where))
+            continue
+        if ann.get("category_id") not in category_ids or not _is_id(ann.get("category_id")):
+            problems.append(("annotation with an unknown category", where))
+            continue
+        if not usable[img]:
+            continue
+        cleaned = _clean_annotation(ann, images[img], problems)
+        if cleaned is not None:
+            anns_by_image[img].append(cleaned)
+
+    # images that cannot be used keep no annotations and are left out of the index
+    kept = [i for i in range(len(images)) if usable[i]]
+    top = {k: v for k, v in data.items() if k not in ("images", "annotations", "categories")}
+    return CocoIndex(
+        files=files,
+        images=[images[i] for i in kept],
+        anns_by_image=[anns_by_image[i] for i in kept],
+        categories=categories,
+        top=top,
+        problems=problems,
+    )
+
+
+def _clean_annotation(
+    ann: dict[str, Any], image: dict[str, Any], problems: list[tuple[str, str]]
+) -> dict[str, Any] | None:
+    """A copy of ``ann`` with a decodable segmentation, or None (reported) if it has none."""
+    where = f"annotation {ann['id']} (image {ann['image_id']})"
+    seg = ann.get("segmentation")
+    if isinstance(seg, list):
+        parts, dropped = masks.clean_polygons(seg)
+        if dropped:
+            problems.append(("polygon parts dropped (fewer than 6 numbers or odd)", where))
+        if not parts:
+            problems.append(("annotation with an empty segmentation", where))
+            return None
+        seg = parts
+    try:
+        rle = masks.segmentation_to_rle(seg, image["height"], image["width"])
+    except masks.MaskError as exc:
+        problems.append(("segmentation that does not decode", f"{where}: {exc}"))
+        return None
+    if masks.area(rle) == 0:
+        problems.append(("annotation with an empty mask", where))
+        return None
+    cleaned = dict(ann)
+    cleaned["segmentation"] = seg
+    cleaned["iscrowd"] = 1 if ann.get("iscrowd") else 0
+    return cleaned
+
+
+def safe_relative(file_name: str) -> PurePosixPath | None:
+    """``file_name`` as a relative path inside the image folder, or None if it would escape.
+
+    Absolute paths, drive letters and any ``..`` part are refused: cpgen never reads or writes
+    outside the folders it was given.
+    """
+    normalized = file_name.replace("\\", "/")
+    rel = PurePosixPath(normalized)
+    if rel.is_absolute() or not rel.parts or ".." in rel.parts or ":" in rel.parts[0]:
+        return None
+    return rel
+
+
+def write(
+    path: Path,
+    *,
+    info: dict[str, Any],
+    licenses: list[Any],
+    categories: list[dict[str, Any]],
+    images: Iterable[dict[str, Any]],
+    annotations: Iterable[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write a COCO file record by record (flat memory), atomically (temp file + rename).
+
+    The iterables are consumed in order: images first, then annotations.
+    """
+    from cpgen.output import atomic_write_chunks, dumps
+
+    def chunks() -> Iterable[str]:
+        yield '{"info":' + dumps(info) + ',"licenses":' + dumps(licenses)
+        for key, value in (extra or {}).items():
+            yield "," + dumps(key) + ":" + dumps(value)
+        yield ',"categories":' + dumps(categories)
+        for key, records in (("images", images), ("annotations", annotations)):
+            yield f',"{key}":['
+            for i, record in enumerate(records):
+                yield ("," if i else "") + dumps(record)
+            yield "]"
+        yield "}\n"
+
+    atomic_write_chunks(path, chunks())

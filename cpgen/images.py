@@ -1,0 +1,148 @@
+"""Image decode/encode, header-only size reads, and atomic file writes.
+
+EXIF policy: COCO annotations refer to the pixels as stored, so images are decoded with
+``IMREAD_IGNORE_ORIENTATION`` (no EXIF rotation) everywhere in cpgen. Every image is decoded as
+8-bit, 3-channel BGR (grayscale is expanded, alpha dropped, 16-bit scaled down).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+Image = npt.NDArray[np.uint8]
+
+#: Images whose header claims more pixels than this are refused before decoding (a
+#: decompression bomb guard); 178,956,970 is the same limit Pillow warns at (about 13k x 13k).
+MAX_PIXELS = 178_956_970
+
+_DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+
+
+class ImageError(ValueError):
+    """An image that is missing, unreadable, too large or of the wrong size."""
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG, PNG, GIF, BMP or WebP header, or None if not recognised."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        width, height = struct.unpack(">II", data[16:24])
+        return width, height
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        width, height = struct.unpack("<HH", data[6:10])
+        return width, height
+    if data[:2] == b"BM" and len(data) >= 26:
+        width, height = struct.unpack("<ii", data[18:26])
+        return abs(width), abs(height)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8 ":
+            width, height = struct.unpack("<HH", data[26:30])
+            return width & 0x3FFF, height & 0x3FFF
+        if chunk == b"VP8L":
+            bits = int.from_bytes(data[21:25], "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X":
+            width = int.from_bytes(data[24:27], "little") + 1
+            height = int.from_bytes(data[27:30], "little") + 1
+            return width, height
+        return None
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data)
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    pos = 2
+    n = len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC)
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if pos + 9 > n:
+                return None
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return width, height
+        pos += 2 + length
+    return None
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from None
+
+
+def decode(data: bytes, expected_size: tuple[int, int] | None = None) -> Image:
+    """Decode to HxWx3 uint8 BGR, checking the header first (size limit, expected size).
+
+    ``expected_size`` is (width, height) as recorded in the dataset; a different stored size is
+    an ImageError (annotations would not line up).
+    """
+    size = header_size(data)
+    if size is not None:
+        check_size(size, expected_size)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _DECODE_FLAGS)
+    if image is None:
+        raise ImageError("not a decodable image")
+    if size is None:
+        check_size((image.shape[1], image.shape[0]), expected_size)
+    return image
+
+
+def check_size(size: tuple[int, int], expected_size: tuple[int, int] | None) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"header gives an empty size {width}x{height}")
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"header claims {width}x{height} pixels, over the limit of {MAX_PIXELS:,} "
+            "(possible decompression bomb)"
+        )
+    if expected_size is not None and (width, height) != tuple(expected_size):
+        raise ImageError(
+            f"stored size {width}x{height} differs from the annotations' "
+            f"{expected_size[0]}x{expected_size[1]}"
+        )
+
+
+def load(path: Path, expected_size: tuple[int, int] | None = None) -> Image:
+    return decode(read_bytes(path), expected_size)
+
+
+def encode_jpeg(image: Image, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ImageError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,140 @@
+"""Every pycocotools call lives here: COCO segmentation <-> RLE <-> mask, area and box.
+
+RLEs handled here are pycocotools' compressed form (``{"size": [h, w], "counts": bytes}``);
+``rle_to_json`` turns one into the JSON form with ``counts`` as a str.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from pycocotools import mask as cocomask
+
+Rle = dict[str, Any]
+Mask = npt.NDArray[np.uint8]
+
+
+class MaskError(ValueError):
+    """A segmentation that cannot be decoded for its image."""
+
+
+def clean_polygons(parts: Sequence[Any]) -> tuple[list[list[float]], int]:
+    """Keep polygon parts with an even count of at least 6 finite numbers.
+
+    pycocotools reads a 4-number list as a box, and odd counts are malformed. Returns the kept
+    parts and how many were dropped.
+    """
+    kept: list[list[float]] = []
+    dropped = 0
+    for part in parts:
+        if (
+            isinstance(part, list)
+            and len(part) >= 6
+            and len(part) % 2 == 0
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in part)
+            and all(np.isfinite(part))
+        ):
+            kept.append([float(v) for v in part])
+        else:
+            dropped += 1
+    return kept, dropped
+
+
+def polygons_to_rle(parts: Sequence[Sequence[float]], height: int, width: int) -> Rle:
+    """Rasterise polygon parts (pixel coordinates, any may fall outside) as one RLE."""
+    if not parts:
+        return empty_rle(height, width)
+    return cocomask.merge(cocomask.frPyObjects([list(p) for p in parts], height, width))
+
+
+def segmentation_to_rle(segmentation: Any, height: int, width: int) -> Rle:
+    """Decode any COCO segmentation (polygons, uncompressed or compressed RLE) for an image.
+
+    Polygons must already be cleaned (``clean_polygons``). Raises MaskError when an RLE's size
+    differs from the image's or its counts do not decode.
+    """
+    if isinstance(segmentation, list):
+        return polygons_to_rle(segmentation, height, width)
+    if not isinstance(segmentation, dict) or "counts" not in segmentation:
+        raise MaskError("segmentation is neither a polygon list nor an RLE")
+    size = segmentation.get("size")
+    if not (
+        isinstance(size, list) and len(size) == 2 and [int(v) for v in size] == [height, width]
+    ):
+        raise MaskError(f"RLE size {size} differs from the image's [{height}, {width}]")
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        if not all(isinstance(v, int) and v >= 0 for v in counts) or sum(counts) != height * width:
+            raise MaskError("uncompressed RLE counts do not add up to the image's pixel count")
+        return cocomask.frPyObjects(segmentation, height, width)
+    if isinstance(counts, str):
+        counts = counts.encode("ascii")
+    if not isinstance(counts, bytes):
+        raise MaskError("RLE counts are neither a list nor a string")
+    rle = {"size": [height, width], "counts": counts}
+    try:
+        cocomask.area(rle)  # decodes the counts string; rejects garbage
+    except Exception as exc:  # pycocotools raises plain exceptions on bad strings
+        raise MaskError(f"RLE counts do not decode: {exc}") from exc
+    return rle
+
+
+def empty_rle(height: int, width: int) -> Rle:
+    return encode(np.zeros((height, width), dtype=np.uint8, order="F"))
+
+
+def encode(mask: Mask) -> Rle:
+    """Encode a binary HxW mask (any order; Fortran order avoids a copy)."""
+    return cocomask.encode(np.asfortranarray(mask, dtype=np.uint8))
+
+
+def decode(rle: Rle) -> Mask:
+    """Decode to an HxW uint8 mask of 0/1 (Fortran-ordered)."""
+    return cocomask.decode(rle)
+
+
+def area(rle: Rle) -> int:
+    """Pixel count of the mask."""
+    return int(cocomask.area(rle))
+
+
+def bbox(rle: Rle) -> list[int]:
+    """Tight box of the mask as integer ``[x, y, w, h]`` (all zeros for an empty mask)."""
+    return [int(v) for v in cocomask.toBbox(rle)]
+
+
+def union(rles: Sequence[Rle]) -> Rle:
+    return cocomask.merge(list(rles), intersect=False)
+
+
+def intersect(a: Rle, b: Rle) -> Rle:
+    return cocomask.merge([a, b], intersect=True)
+
+
+def rle_to_json(rle: Rle) -> dict[str, Any]:
+    """The JSON form of an RLE: ``{"size": [h, w], "counts": str}``."""
+    counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
+
+
+def mask_to_polygons(mask: Mask) -> list[list[float]]:
+    """Outer contours of a binary mask as COCO polygon parts (parts under 3 points dropped).
+
+    The polygons are an approximation of the mask: callers recompute area and box from
+    ``polygons_to_rle`` of the result so that the written numbers match the written shape.
+    """
+    contours, _ = cv2.findContours(
+        np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    parts = []
+    for contour in contours:
+        if len(contour) >= 3:
+            # contour points are pixel indices; +0.5 puts the vertex on the pixel centre
+            parts.append([round(float(v) + 0.5, 2) for v in contour.reshape(-1)])
+    return parts

@@ -1,0 +1,139 @@
+"""Simple Copy-Paste as pure ops: place a source image on a target frame and composite it.
+
+Coordinates are continuous pixel coordinates (pixel ``i`` covers ``[i, i + 1)``), the convention
+of COCO polygons. A placement maps a source point ``x`` to ``scale * x' + offset_x`` where ``x'``
+is ``x`` or, flipped, ``source_width - x``; ``y`` to ``scale * y + offset_y``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+Image = npt.NDArray[np.uint8]
+Mask = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the source lands on the target: horizontal flip, then scale, then offset (pixels)."""
+
+    flip: bool
+    scale: float
+    offset_x: float
+    offset_y: float
+    source_width: int
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0:
+            raise ValueError(f"scale must be positive, got {self.scale}")
+
+    def polygon(self, part: Sequence[float]) -> list[float]:
+        """Map one polygon part ``[x0, y0, x1, y1, ...]`` from source to target coordinates."""
+        xy = np.asarray(part, dtype=np.float64).reshape(-1, 2)
+        x = self.source_width - xy[:, 0] if self.flip else xy[:, 0]
+        out = np.empty_like(xy)
+        out[:, 0] = self.scale * x + self.offset_x
+        out[:, 1] = self.scale * xy[:, 1] + self.offset_y
+        return out.reshape(-1).tolist()
+
+    def warp_matrix(self, rect_x: int = 0, rect_y: int = 0) -> npt.NDArray[np.float64]:
+        """2x3 matrix from source pixel indices to indices of a target crop at (rect_x, rect_y).
+
+        Pixel centres sit at ``i + 0.5`` in continuous coordinates, hence the half-pixel terms.
+        """
+        s = self.scale
+        if self.flip:
+            a, bx = -s, s * (self.source_width - 0.5) + self.offset_x - 0.5
+        else:
+            a, bx = s, s * 0.5 + self.offset_x - 0.5
+        by = s * 0.5 + self.offset_y - 0.5
+        return np.array([[a, 0.0, bx - rect_x], [0.0, s, by - rect_y]], dtype=np.float64)
+
+
+def warp_crop(source: Image, placement: Placement, rect: tuple[int, int, int, int]) -> Image:
+    """The placed source image, rendered only inside target ``rect`` = ``(x, y, w, h)``.
+
+    Cost is proportional to the rect's area, not the frame's (bilinear, edges replicated).
+    """
+    x, y, w, h = rect
+    return cv2.warpAffine(
+        source,
+        placement.warp_matrix(x, y),
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def warp_mask(mask: Mask, placement: Placement, height: int, width: int) -> Mask:
+    """A source-frame binary mask placed on a ``height`` x ``width`` target frame (nearest)."""
+    return cv2.warpAffine(
+        np.ascontiguousarray(mask),
+        placement.warp_matrix(),
+        (width, height),
+        flags=cv2.INTER_NEAREST,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+
+
+def composite(
+    target: Image,
+    pasted: Image,
+    pasted_mask: Mask,
+    rect: tuple[int, int, int, int],
+    sigma: float = 0.0,
+) -> None:
+    """Composite ``pasted`` (the crop at ``rect``) onto ``target`` in place through its mask.
+
+    With ``sigma`` > 0 the mask is softened by a Gaussian of that standard deviation (pixels), and
+    the result is kept inside the mask: pasted pixels never land outside the pasted masks, and
+    every target pixel outside them is left exactly as it was.
+    """
+    x, y, w, h = rect
+    roi = target[y : y + h, x : x + w]
+    if sigma <= 0:
+        cv2.copyTo(pasted, pasted_mask, roi)
+        return
+    alpha = cv2.GaussianBlur(pasted_mask.astype(np.float32), (0, 0), sigmaX=sigma)
+    alpha *= pasted_mask  # softness only inside the mask
+    blended = cv2.blendLinear(pasted, roi, alpha, 1.0 - alpha)
+    cv2.copyTo(blended, pasted_mask, roi)
+
+
+def occlude(mask: Mask, pasted_union: Mask) -> Mask:
+    """The part of ``mask`` still visible under the pasted union (array form of the RLE update)."""
+    return (mask.astype(bool) & ~pasted_union.astype(bool)).astype(np.uint8)
+
+
+def keep_occluded(
+    original_px: int, visible_px: int, min_visible_px: int, min_visible_frac: float
+) -> bool:
+    """Whether a target object that lost pixels to a paste is kept.
+
+    Dropped when nothing is left; otherwise dropped only when less than half of it is visible
+    and either fewer than ``min_visible_px`` pixels or less than ``min_visible_frac`` of its
+    original area remain. A mostly visible object (half or more) is never dropped.
+    """
+    if visible_px <= 0:
+        return False
+    if visible_px >= original_px:
+        return True
+    frac = visible_px / original_px
+    if frac >= 0.5:
+        return True
+    return visible_px >= min_visible_px and frac >= min_visible_frac
+
+
+def box_of(mask: Mask) -> tuple[int, int, int, int] | None:
+    """Tight ``(x, y, w, h)`` of the non-zero pixels, or None for an empty mask."""
+    points = cv2.findNonZero(mask)
+    if points is None:
+        return None
+    x, y, w, h = cv2.boundingRect(points)
+    return int(x), int(y), int(w), int(h)

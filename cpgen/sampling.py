@@ -1,0 +1,56 @@
+"""Draw op parameters from a task's numpy Generator; the only place randomness is consumed.
+
+The order of draws is part of the output contract: changing it changes every output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cpgen.ops.paste import Placement
+
+
+@dataclass(frozen=True)
+class CopyPasteParams:
+    """The parameters of one copy-paste output, recorded in its provenance."""
+
+    instances: tuple[int, ...]  # positions in the source's pasteable instance list
+    placement: Placement
+
+
+def choose_other(rng: np.random.Generator, candidates: int, exclude: int | None) -> int:
+    """A uniform position in ``range(candidates)`` other than ``exclude`` (if it is a candidate)."""
+    if exclude is None:
+        return int(rng.integers(candidates))
+    pick = int(rng.integers(candidates - 1))
+    return pick + 1 if pick >= exclude else pick
+
+
+def sample_copypaste(
+    rng: np.random.Generator,
+    num_instances: int,
+    source_size: tuple[int, int],
+    target_size: tuple[int, int],
+    max_paste: int,
+    scale_range: tuple[float, float],
+    hflip: float,
+) -> CopyPasteParams:
+    """Subset, flip, scale and offset for pasting a source (w, h) onto a target (w, h).
+
+    Subset size is uniform in ``1..min(n, max_paste)``. The scale is ``u * fit`` with ``u`` uniform
+    in ``scale_range`` and ``fit`` the factor that fits the source inside the target frame. The
+    offset is uniform over positions where the placed source either lies inside the frame (when
+    smaller) or covers it (when larger), so the visible part is a random crop.
+    """
+    k = int(rng.integers(1, min(num_instances, max_paste) + 1))
+    chosen = tuple(sorted(int(i) for i in rng.choice(num_instances, size=k, replace=False)))
+    flip = bool(rng.random() < hflip)
+    (sw, sh), (tw, th) = source_size, target_size
+    fit = min(tw / sw, th / sh)
+    scale = float(rng.uniform(scale_range[0], scale_range[1])) * fit
+    free_x, free_y = tw - sw * scale, th - sh * scale
+    offset_x = float(rng.uniform(min(0.0, free_x), max(0.0, free_x)))
+    offset_y = float(rng.uniform(min(0.0, free_y), max(0.0, free_y)))
+    return CopyPasteParams(chosen, Placement(flip, scale, offset_x, offset_y, sw))
