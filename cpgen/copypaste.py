@@ -17,7 +17,14 @@ import numpy as np
 from cpgen import __version__, images, masks, output
 from cpgen.datasets import coco
 from cpgen.errors import DataError, UsageError
-from cpgen.ops.paste import composite, keep_occluded, warp_crop, warp_mask
+from cpgen.ops.paste import (
+    blur_radius,
+    composite,
+    keep_occluded,
+    padded_rect,
+    warp_crop,
+    warp_mask,
+)
 from cpgen.plan import PARAMS_STREAM, CopyPasteTask, plan_copypaste, shard, task_rng
 from cpgen.runner import run_jobs
 from cpgen.sampling import CopyPasteParams, sample_copypaste
@@ -143,16 +150,11 @@ def copy_paste(
     if pasted:
         union = masks.union([rle for _, rle in pasted])
         union_box = tuple(masks.bbox(union))
-        x, y, w, h = union_box
+        rect = padded_rect(union_box, blur_radius(options.blend_sigma), tw, th)
+        x, y, w, h = rect
         union_mask = masks.decode(union)
         crop_mask = np.ascontiguousarray(union_mask[y : y + h, x : x + w])
-        composite(
-            target,
-            warp_crop(source, placement, union_box),
-            crop_mask,
-            union_box,
-            options.blend_sigma,
-        )
+        composite(target, warp_crop(source, placement, rect), crop_mask, rect, options.blend_sigma)
         union_mask ^= 1
         not_pasted = masks.encode(union_mask)
 
@@ -303,8 +305,8 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
                 "params": {
                     "instances": generated.drawn_ids,
                     "hflip": p.flip,
-                    "scale": round(p.scale, 6),
-                    "offset": [round(p.offset_x, 3), round(p.offset_y, 3)],
+                    "scale": p.scale,
+                    "offset": [p.offset_x, p.offset_y],
                 },
             },
             "dropped": generated.dropped,

@@ -106,6 +106,24 @@ def composite(
     cv2.copyTo(blended, pasted_mask, roi)
 
 
+def blur_radius(sigma: float) -> int:
+    """Pixels a Gaussian of ``sigma`` reaches in OpenCV's float blur (kernel of about 8 sigma)."""
+    return 0 if sigma <= 0 else int(np.ceil(4 * sigma)) + 1
+
+
+def padded_rect(
+    box: tuple[int, ...], pad: int, width: int, height: int
+) -> tuple[int, int, int, int]:
+    """``box`` (x, y, w, h) grown by ``pad`` pixels on each side, clipped to the frame.
+
+    Compositing in a crop padded by the blur radius gives the same soft edge as compositing the
+    whole frame, at the cost of the crop only.
+    """
+    x0, y0 = max(box[0] - pad, 0), max(box[1] - pad, 0)
+    x1, y1 = min(box[0] + box[2] + pad, width), min(box[1] + box[3] + pad, height)
+    return x0, y0, x1 - x0, y1 - y0
+
+
 def occlude(mask: Mask, pasted_union: Mask) -> Mask:
     """The part of ``mask`` still visible under the pasted union (array form of the RLE update)."""
     return (mask.astype(bool) & ~pasted_union.astype(bool)).astype(np.uint8)
