@@ -48,6 +48,10 @@ QualityOpt = Annotated[int, typer.Option(help="JPEG quality of generated images 
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace an earlier cpgen output in --out.")
 ]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option("--resume", help="Continue an interrupted run into the same --out (same options)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")]
 DryRunOpt = Annotated[
@@ -74,7 +78,10 @@ def handle_errors(command: F) -> F:
                 _stderr(f"Hint: {exc.hint}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            _stderr("Interrupted; the output folder is incomplete.")
+            _stderr(
+                "Interrupted: the output is incomplete. Run the same command with --resume "
+                "to continue where it stopped."
+            )
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
@@ -162,6 +169,7 @@ def copypaste(
     ] = "link",
     quality: QualityOpt = 95,
     overwrite: OverwriteOpt = False,
+    resume: ResumeOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     dry_run: DryRunOpt = False,
@@ -185,18 +193,60 @@ def copypaste(
         originals=originals,
         quality=quality,
     )
-    run_options = job.RunOptions(_workers(workers), backend, overwrite, _progress(quiet))
+    run_options = job.RunOptions(_workers(workers), backend, overwrite, _progress(quiet), resume)
     check_backend(backend)
     files = _coco_files(src, ann, images, split)
     from cpgen.output import check_out_path
 
-    check_out_path(out, [files.images, files.annotations.parent])
+    check_out_path(out, [src if src is not None else files.images])
     index = coco.load(files)
     if dry_run:
         _print_plan(index, job.plan(index, options), as_json)
         return
     summary = job.run(index, out, options, run_options, report=_stderr)
     _finish(summary, as_json, quiet)
+
+
+@app.command()
+@handle_errors
+def validate(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="PATH",
+            help="Dataset folder in a common COCO layout (as --src of copypaste).",
+            show_default=False,
+        ),
+    ] = None,
+    ann: Annotated[Path | None, typer.Option(help="COCO annotation file (with --images).")] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Image folder the file_names are relative to.")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to read when PATH holds several (train2017...).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a COCO dataset (JSON, masks, boxes, image files); print every problem found.
+
+    Exit 0 when valid, 1 when problems were found.
+    """
+    from cpgen import validate as checks
+    from cpgen.errors import EXIT_DATA
+
+    if path is not None and (ann is not None or images is not None):
+        raise UsageError("give either PATH, or --ann with --images, not both")
+    if path is None and (ann is None or images is None):
+        raise UsageError("give a dataset folder PATH, or --ann FILE with --images DIR")
+    if path is not None and not path.is_dir():
+        raise UsageError(f"{path} is not a folder", hint="or name the files with --ann --images")
+    report = checks.validate(_coco_files(path, ann, images, split))
+    if as_json:
+        print(json.dumps(report.to_json()), flush=True)
+    else:
+        print("\n".join(report.lines()), flush=True)
+    if not report.valid:
+        raise typer.Exit(EXIT_DATA)
 
 
 def _coco_files(src: Path | None, ann: Path | None, images: Path | None, split: str | None):

@@ -30,7 +30,6 @@ from cpgen.runner import run_jobs
 from cpgen.sampling import CopyPasteParams, sample_copypaste
 
 SHARD_SIZE = 16
-SHARDS_DIR = "shards"
 
 
 @dataclass(frozen=True)
@@ -93,6 +92,7 @@ class RunOptions:
     backend: str = "loky"
     overwrite: bool = False
     progress: bool = False
+    resume: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,16 +355,12 @@ def _output_name(gen_dir: str, index: int) -> str:
     return f"{gen_dir}/{index:06d}.jpg"
 
 
-def _shard_path(out: Path, number: int) -> Path:
-    return out / output.STATE_DIR / SHARDS_DIR / f"{number:06d}.json"
-
-
 def _write_shard(out: Path, number: int, content: dict[str, Any]) -> None:
-    output.atomic_write_text(_shard_path(out, number), output.dumps(content))
+    output.atomic_write_text(output.shard_path(out, number), output.dumps(content))
 
 
 def _read_shard(out: Path, number: int) -> dict[str, Any]:
-    return coco.read_json(_shard_path(out, number))
+    return coco.read_json(output.shard_path(out, number))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,16 +453,20 @@ def run(
     started = time.perf_counter()
     tasks = plan(index, options)
     gen_dir = generated_dir(index)
-    output.prepare_out(out, run_options.overwrite)
     manifest = {
         "tool": "cpgen",
         "version": __version__,
         "command": "copypaste",
-        "source": {"annotations": str(index.files.annotations), "images": str(index.files.images)},
+        "source": {
+            "annotations": str(index.files.annotations.resolve()),
+            "images": str(index.files.images.resolve()),
+            "sha256": output.file_digest(index.files.annotations),
+        },
         "options": options_record(options),
-        "state": "running",
     }
-    output.write_manifest(out, manifest)
+    finished = output.begin_run(
+        out, manifest, overwrite=run_options.overwrite, resume=run_options.resume
+    )
 
     payloads: list[Any] = []
     positions = list(range(len(index.images)))
@@ -504,7 +504,7 @@ def run(
 
     run_jobs(
         job,
-        payloads,
+        [p for p in payloads if p.number not in finished],
         workers=run_options.workers,
         backend=run_options.backend,
         progress=run_options.progress,
@@ -513,8 +513,7 @@ def run(
     )
     summary = merge(index, out, options, len(payloads), first_generate, gen_dir)
     summary.seconds = round(time.perf_counter() - started, 3)
-    manifest.update(state="done", summary=summary.to_json())
-    output.write_manifest(out, manifest)
+    output.write_manifest(out, {**manifest, "state": "done", "summary": summary.to_json()})
     if report is not None:
         for problem, where in index.problems:
             report(f"warning: {problem}: {where}")

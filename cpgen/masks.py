@@ -71,16 +71,45 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> Rle:
         if not all(isinstance(v, int) and v >= 0 for v in counts) or sum(counts) != height * width:
             raise MaskError("uncompressed RLE counts do not add up to the image's pixel count")
         return cocomask.frPyObjects(segmentation, height, width)
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    if not isinstance(counts, bytes):
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii", errors="replace")
+    if not isinstance(counts, str):
         raise MaskError("RLE counts are neither a list nor a string")
-    rle = {"size": [height, width], "counts": counts}
-    try:
-        cocomask.area(rle)  # decodes the counts string; rejects garbage
-    except Exception as exc:  # pycocotools raises plain exceptions on bad strings
-        raise MaskError(f"RLE counts do not decode: {exc}") from exc
-    return rle
+    runs = rle_string_counts(counts)
+    if runs is None or min(runs, default=0) < 0:
+        raise MaskError("RLE counts string does not decode")
+    if sum(runs) != height * width:
+        raise MaskError("RLE counts do not add up to the image's pixel count")
+    return {"size": [height, width], "counts": counts.encode("ascii")}
+
+
+def rle_string_counts(counts: str) -> list[int] | None:
+    """Run lengths of pycocotools' compressed RLE string, or None if it is malformed.
+
+    The same decoding as pycocotools' ``rleFrString`` (5-bit groups with a continuation bit,
+    offset by 48, each count from the fourth on stored as a difference to the one two before),
+    done here so a string whose runs do not add up to the image is refused before any decode.
+    """
+    runs: list[int] = []
+    pos, end = 0, len(counts)
+    while pos < end:
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= end:
+                return None
+            group = ord(counts[pos]) - 48
+            if not 0 <= group < 64:
+                return None
+            value |= (group & 0x1F) << shift
+            more = bool(group & 0x20)
+            pos += 1
+            shift += 5
+            if not more and group & 0x10:
+                value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
 
 
 def empty_rle(height: int, width: int) -> Rle:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,6 +15,9 @@ from cpgen.errors import UsageError
 
 STATE_DIR = ".cpgen"
 MANIFEST = "manifest.json"
+SHARDS = "shards"
+#: manifest keys that describe the run itself rather than what it must produce
+_PROGRESS_KEYS = ("state", "summary")
 
 
 def dumps(obj: Any) -> str:
@@ -94,3 +98,79 @@ def link_or_copy(src: Path, dst: Path, mode: str) -> None:
         except OSError:
             pass
     shutil.copyfile(src, dst)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, so a resume can tell that its input changed."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_path(out: Path, number: int) -> Path:
+    """A shard's result file: written last, after its images, so it marks the shard done."""
+    return out / STATE_DIR / SHARDS / f"{number:06d}.json"
+
+
+def begin_run(out: Path, manifest: dict[str, Any], *, overwrite: bool, resume: bool) -> set[int]:
+    """Make OUT ready and record the run's manifest; return the shards already finished.
+
+    A fresh run needs an empty (or new) OUT, or ``overwrite`` of an earlier cpgen output.
+    ``resume`` continues the run recorded in OUT: it must have been started by cpgen with the
+    same command, inputs and options (else UsageError naming what differs); finished shards are
+    kept and everything else (temp files, unfinished shards) is redone.
+    """
+    if overwrite and resume:
+        raise UsageError("--overwrite and --resume exclude each other")
+    finished: set[int] = set()
+    if resume and out.is_dir() and any(out.iterdir()):
+        recorded_path = out / STATE_DIR / MANIFEST
+        if not recorded_path.is_file():
+            raise UsageError(
+                f"--resume: {out} holds no cpgen run (no {STATE_DIR}/{MANIFEST})",
+                hint="resume only into the folder of an interrupted cpgen run",
+            )
+        try:
+            recorded = json.loads(recorded_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"--resume: cannot read {recorded_path}: {exc}") from None
+        differences = manifest_differences(recorded, manifest)
+        if differences:
+            raise UsageError(
+                f"--resume: {out} was made by a different run: {'; '.join(differences[:5])}",
+                hint="resume with the same options, or start again with --overwrite",
+            )
+        _remove_temp_files(out)
+        shards = out / STATE_DIR / SHARDS
+        if shards.is_dir():
+            finished = {int(p.stem) for p in shards.glob("*.json") if p.stem.isdigit()}
+    else:
+        prepare_out(out, overwrite)
+    write_manifest(out, {**manifest, "state": "running"})
+    return finished
+
+
+def manifest_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two manifests, ignoring progress keys."""
+    differences: list[str] = []
+
+    def walk(a: Any, b: Any, where: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in dict.fromkeys([*a, *b]):
+                if key in _PROGRESS_KEYS and not where:
+                    continue
+                walk(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+        elif a != b:
+            differences.append(f"{where} was {json.dumps(a)}, now {json.dumps(b)}")
+
+    walk(recorded, current, "")
+    return differences
+
+
+def _remove_temp_files(out: Path) -> None:
+    """Leftovers of writes a killed run never renamed into place."""
+    for tmp in out.rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink()

@@ -182,3 +182,11 @@ def test_task_streams_are_independent_and_repeatable():
 
 def test_shard_groups_consecutively():
     assert shard(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_rle_string_whose_runs_do_not_cover_the_image_is_refused():
+    counts = masks.rle_to_json(masks.encode(np.ones((4, 5), np.uint8)))["counts"]  # 20 pixels
+    with pytest.raises(masks.MaskError, match="add up"):
+        masks.segmentation_to_rle({"size": [5, 5], "counts": counts}, 5, 5)
+    with pytest.raises(masks.MaskError, match="does not decode"):
+        masks.segmentation_to_rle({"size": [5, 5], "counts": "P"}, 5, 5)

@@ -1,0 +1,181 @@
+"""`--resume`: a killed run continues to exactly the output of an uninterrupted one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cpgen.cli import app
+from cpgen.errors import EXIT_INTERRUPTED, EXIT_USAGE
+from tests.conftest import make_coco
+from tests.test_copypaste_e2e import tree_bytes
+
+runner = CliRunner()
+ARGS = ["--num-images", "70", "-j", "1", "--quiet"]  # 1 originals shard + 5 generate shards
+
+
+def copypaste(src: Path, out: Path, *args: str):
+    return runner.invoke(app, ["copypaste", "--src", str(src), "--out", str(out), *args])
+
+
+@pytest.fixture
+def reference(tmp_path) -> tuple[Path, dict[str, bytes]]:
+    src = make_coco(tmp_path / "src", n_images=6)
+    out = tmp_path / "reference"
+    assert copypaste(src, out, *ARGS).exit_code == 0
+    return src, tree_bytes(out)
+
+
+def crash(out: Path, keep_shards: int) -> None:
+    """Leave OUT as a kill could: later shards unfinished, half-written files lying around.
+
+    Shard 0 places the originals; shard k >= 1 generates outputs 16(k-1) .. 16k-1. A shard's
+    result file is written after its images, so only unfinished shards have damaged images.
+    """
+    for shard in sorted((out / ".cpgen" / "shards").glob("*.json"))[keep_shards:]:
+        shard.unlink()
+    (out / "annotations.json").unlink()
+    (out / ".annotations.json.x1y2.tmp").write_text('{"images": [')
+    first_unfinished = max(0, keep_shards - 1) * 16
+    unfinished = sorted((out / "images" / "cpgen").glob("*.jpg"))[first_unfinished:]
+    if unfinished:
+        unfinished[0].write_bytes(unfinished[0].read_bytes()[:100])
+        (unfinished[0].parent / f".{unfinished[0].name}.abc.tmp").write_bytes(b"\xff\xd8")
+        for image in unfinished[1::2]:
+            image.unlink()
+    if keep_shards == 0:
+        (out / "images" / "img 1.jpg").unlink()  # an original not yet placed
+
+
+@pytest.mark.parametrize("keep_shards", [0, 1, 3, 6])
+def test_resume_after_a_crash_gives_the_uninterrupted_output(reference, tmp_path, keep_shards):
+    src, expected = reference
+    out = tmp_path / "out"
+    assert copypaste(src, out, *ARGS).exit_code == 0
+    crash(out, keep_shards)
+    result = copypaste(src, out, *ARGS, "--resume")
+    assert result.exit_code == 0, result.output
+    assert tree_bytes(out) == expected
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_resume_with_other_options_names_the_difference(reference, tmp_path):
+    src, _ = reference
+    out = tmp_path / "out"
+    assert copypaste(src, out, *ARGS).exit_code == 0
+    crash(out, 2)
+    result = copypaste(src, out, *ARGS, "--resume", "--seed", "5")
+    assert result.exit_code == EXIT_USAGE
+    assert "options.seed was 0, now 5" in result.stderr
+    assert not (out / "annotations.json").exists()  # nothing touched
+
+
+def test_resume_after_the_source_changed_is_refused(reference, tmp_path):
+    src, _ = reference
+    out = tmp_path / "out"
+    assert copypaste(src, out, *ARGS).exit_code == 0
+    (src / "annotations.json").write_text((src / "annotations.json").read_text() + " ")
+    result = copypaste(src, out, *ARGS, "--resume")
+    assert result.exit_code == EXIT_USAGE
+    assert "source.sha256" in result.stderr
+
+
+def test_resume_into_a_folder_cpgen_did_not_make_is_refused(reference, tmp_path):
+    src, _ = reference
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = copypaste(src, out, *ARGS, "--resume")
+    assert result.exit_code == EXIT_USAGE
+    assert "holds no cpgen run" in result.stderr
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_resume_into_a_new_folder_is_a_fresh_run(reference, tmp_path):
+    src, expected = reference
+    out = tmp_path / "new"
+    assert copypaste(src, out, *ARGS, "--resume").exit_code == 0
+    assert tree_bytes(out) == expected
+
+
+def test_resume_and_overwrite_exclude_each_other(reference, tmp_path):
+    src, _ = reference
+    result = copypaste(src, tmp_path / "o", *ARGS, "--resume", "--overwrite")
+    assert result.exit_code == EXIT_USAGE
+
+
+def _script() -> Path:
+    script = Path(sys.executable).with_name("cpgen")
+    if not script.exists():
+        pytest.skip("console script not installed beside this interpreter")
+    return script
+
+
+def _start(src: Path, out: Path, num: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            str(_script()),
+            "copypaste",
+            "--src",
+            str(src),
+            "--out",
+            str(out),
+            "--num-images",
+            str(num),
+            "-j",
+            "2",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _wait_for_shards(out: Path, proc: subprocess.Popen, count: int) -> None:
+    deadline = time.monotonic() + 60
+    shards = out / ".cpgen" / "shards"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if shards.is_dir() and len(list(shards.glob("*.json"))) >= count:
+            return
+        time.sleep(0.02)
+    pytest.fail("the run finished or stalled before it could be interrupted")
+
+
+def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_output(tmp_path):
+    src = make_coco(tmp_path / "src", n_images=6, size=(320, 240))
+    num = 600
+    reference = tmp_path / "reference"
+    assert copypaste(src, reference, "--num-images", str(num), "-j", "2").exit_code == 0
+    out = tmp_path / "out"
+    proc = _start(src, out, num)
+    _wait_for_shards(out, proc, 4)
+    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, at once
+    proc.wait(timeout=30)
+    assert not (out / "annotations.json").exists()
+    time.sleep(0.5)  # let orphaned workers notice
+    result = copypaste(src, out, "--num-images", str(num), "-j", "2", "--resume")
+    assert result.exit_code == 0, result.output
+    assert tree_bytes(out) == tree_bytes(reference)
+
+
+def test_ctrl_c_stops_promptly_says_how_to_resume_and_exits_130(tmp_path):
+    src = make_coco(tmp_path / "src", n_images=6, size=(320, 240))
+    out = tmp_path / "out"
+    proc = _start(src, out, 2000)
+    _wait_for_shards(out, proc, 3)
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == EXIT_INTERRUPTED, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    assert not (out / "annotations.json").exists()
