@@ -29,7 +29,7 @@ lint: install
 	$(BIN)/ruff format --check cpgen tests bench examples
 
 bench: install
-	$(BIN)/python bench/bench.py
+	$(BIN)/python -m bench.bench
 
 clean:
 	rm -rf $(VENV) demo-out build *.egg-info
