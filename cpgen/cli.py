@@ -38,7 +38,7 @@ SeedOpt = Annotated[int, typer.Option(help="Random seed; same inputs and seed, s
 WorkersOpt = Annotated[
     int | None,
     typer.Option(
-        "--workers", "-j", help="Worker processes [default: all cores].", show_default=False
+        "--workers", "-j", help="Worker processes (default: all cores).", show_default=False
     ),
 ]
 BackendOpt = Annotated[
@@ -131,7 +131,7 @@ def copypaste(
     ] = None,
     num_images: Annotated[
         int | None,
-        typer.Option(help="Images to generate [default: one per input image].", show_default=False),
+        typer.Option(help="Images to generate (default: one per input image).", show_default=False),
     ] = None,
     seed: SeedOpt = 0,
     workers: WorkersOpt = None,
@@ -201,7 +201,10 @@ def copypaste(
     check_out_path(out, [src if src is not None else files.images])
     index = coco.load(files)
     if dry_run:
-        _print_plan(index, job.plan(index, options), as_json)
+        broken = job.check_images(index)
+        for reason in broken.values():
+            _stderr(f"would skip image {reason}")
+        _print_plan(index, job.plan(index, options, broken), as_json)
         return
     summary = job.run(index, out, options, run_options, report=_stderr)
     _finish(summary, as_json, quiet)

@@ -7,7 +7,7 @@ read + validate (datasets.coco) -> plan (plan.py) -> shards in workers (this mod
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -326,12 +326,7 @@ def run_originals_shard(job: OriginalsShard) -> ShardResult:
     for ref in job.images:
         try:
             path = _image_path(job.images_dir, ref)
-            data = images.read_bytes(path)
-            size = images.header_size(data)
-            if size is None:  # not a format whose header we read: decode to check
-                images.decode(data, (ref.width, ref.height))
-            else:
-                images.check_size(size, (ref.width, ref.height))
+            images.check_file(path, (ref.width, ref.height))
         except images.ImageError as exc:
             result.broken[ref.position] = f"{ref.file_name}: {exc}"
             continue
@@ -420,19 +415,32 @@ def generated_dir(index: coco.CocoIndex) -> str:
     return name
 
 
-def plan(index: coco.CocoIndex, options: CopyPasteOptions) -> list[CopyPasteTask]:
-    if not index.images:
+def plan(
+    index: coco.CocoIndex, options: CopyPasteOptions, broken: Collection[int] = ()
+) -> list[CopyPasteTask]:
+    """The run's tasks over the usable images (those not in ``broken``)."""
+    usable = [i for i in range(len(index.images)) if i not in broken]
+    if not usable:
         raise DataError(f"{index.files.annotations}: no usable images")
-    pasteable = [
-        i for i, anns in enumerate(index.anns_by_image) if any(not a["iscrowd"] for a in anns)
-    ]
+    pasteable = [i for i in usable if any(not a["iscrowd"] for a in index.anns_by_image[i])]
     if not pasteable:
         raise DataError(f"{index.files.annotations}: no image has a non-crowd instance to paste")
     num = options.num_images if options.num_images is not None else len(index.images)
-    return plan_copypaste(len(index.images), pasteable, num, options.seed)
+    return plan_copypaste(usable, pasteable, num, options.seed)
 
 
-def _refs(index: coco.CocoIndex, positions: set[int] | list[int]) -> dict[int, ImageRef]:
+def check_images(index: coco.CocoIndex) -> dict[int, str]:
+    """Header checks of every image in this process (for ``--dry-run``): position -> reason."""
+    broken = {}
+    for ref in _refs(index, range(len(index.images))).values():
+        try:
+            images.check_file(_image_path(str(index.files.images), ref), (ref.width, ref.height))
+        except images.ImageError as exc:
+            broken[ref.position] = f"{ref.file_name}: {exc}"
+    return broken
+
+
+def _refs(index: coco.CocoIndex, positions: Iterable[int]) -> dict[int, ImageRef]:
     return {
         p: ImageRef(p, r["id"], r["file_name"], r["width"], r["height"])
         for p, r in ((p, index.images[p]) for p in sorted(positions))
@@ -451,7 +459,7 @@ def run(
     ``report(message)`` receives one line per skipped item (stderr in the CLI).
     """
     started = time.perf_counter()
-    tasks = plan(index, options)
+    plan(index, options)  # a dataset with nothing to paste fails before OUT is touched
     gen_dir = generated_dir(index)
     manifest = {
         "tool": "cpgen",
@@ -468,12 +476,23 @@ def run(
         out, manifest, overwrite=run_options.overwrite, resume=run_options.resume
     )
 
-    payloads: list[Any] = []
-    positions = list(range(len(index.images)))
-    for chunk in shard(positions, 64):
-        payloads.append(
+    def execute(payloads: list[Any], job: Any) -> None:
+        run_jobs(
+            job,
+            [p for p in payloads if p.number not in finished],
+            workers=run_options.workers,
+            backend=run_options.backend,
+            progress=run_options.progress,
+            desc="copypaste",
+            on_result=lambda r: r.done,
+        )
+
+    # phase 1: check every image's header, place the originals, recompute their areas and boxes
+    originals = []
+    for chunk in shard(range(len(index.images)), 64):
+        originals.append(
             OriginalsShard(
-                len(payloads),
+                len(originals),
                 list(_refs(index, chunk).values()),
                 {p: index.anns_by_image[p] for p in chunk},
                 options.originals,
@@ -481,12 +500,18 @@ def run(
                 str(out),
             )
         )
-    first_generate = len(payloads)
+    execute(originals, run_originals_shard)
+    broken = {int(p) for s in range(len(originals)) for p in _read_shard(out, s)["broken"]}
+
+    # phase 2: generate from the usable images only
+    tasks = plan(index, options, broken)
+    first_generate = len(originals)
+    generate = []
     for chunk in shard(tasks, SHARD_SIZE):
         touched = {t.target for t in chunk} | {t.source for t in chunk}
-        payloads.append(
+        generate.append(
             GenerateShard(
-                len(payloads),
+                first_generate + len(generate),
                 chunk,
                 _refs(index, touched),
                 {p: index.anns_by_image[p] for p in touched},
@@ -496,21 +521,8 @@ def run(
                 gen_dir,
             )
         )
-
-    def job(payload: Any) -> ShardResult:
-        if isinstance(payload, OriginalsShard):
-            return run_originals_shard(payload)
-        return run_generate_shard(payload)
-
-    run_jobs(
-        job,
-        [p for p in payloads if p.number not in finished],
-        workers=run_options.workers,
-        backend=run_options.backend,
-        progress=run_options.progress,
-        desc="copypaste",
-        on_result=lambda r: r.done,
-    )
+    execute(generate, run_generate_shard)
+    payloads = originals + generate
     summary = merge(index, out, options, len(payloads), first_generate, gen_dir)
     summary.seconds = round(time.perf_counter() - started, 3)
     output.write_manifest(out, {**manifest, "state": "done", "summary": summary.to_json()})

@@ -44,17 +44,18 @@ class CopyPasteTask:
 
 
 def plan_copypaste(
-    num_images: int, pasteable: Sequence[int], num_outputs: int, seed: int
+    targets: Sequence[int], pasteable: Sequence[int], num_outputs: int, seed: int
 ) -> list[CopyPasteTask]:
-    """Targets cycle through the images; each source is a random other pasteable image.
+    """Targets cycle through ``targets``; each source is a random other pasteable image.
 
-    ``pasteable`` lists (ascending) the positions of images with at least one non-crowd
-    instance. When the target is the only pasteable image, it is its own source.
+    ``targets`` and ``pasteable`` list (ascending) the positions of the usable images and of
+    those with at least one non-crowd instance. When the target is the only pasteable image,
+    it is its own source.
     """
     where = {pos: i for i, pos in enumerate(pasteable)}
     tasks = []
     for index in range(num_outputs):
-        target = index % num_images
+        target = targets[index % len(targets)]
         seed_i = task_seed(seed, index)
         rng = task_rng(seed_i, PLAN_STREAM)
         if len(pasteable) == 1:

@@ -163,14 +163,14 @@ def test_sampled_parameters_stay_in_their_ranges():
 
 
 def test_plan_is_pure_and_cycles_targets():
-    tasks = plan_copypaste(5, [0, 2, 3], 12, seed=1)
-    assert tasks == plan_copypaste(5, [0, 2, 3], 12, seed=1)
+    tasks = plan_copypaste(range(5), [0, 2, 3], 12, seed=1)
+    assert tasks == plan_copypaste(range(5), [0, 2, 3], 12, seed=1)
     assert [t.target for t in tasks] == [i % 5 for i in range(12)]
     assert all(t.source in (0, 2, 3) and t.source != t.target for t in tasks)
-    assert tasks != plan_copypaste(5, [0, 2, 3], 12, seed=2)
+    assert tasks != plan_copypaste(range(5), [0, 2, 3], 12, seed=2)
     assert len({t.seed for t in tasks}) == 12
     # a task's seed depends on its index only, not on how many outputs are planned
-    assert plan_copypaste(5, [0, 2, 3], 3, seed=1) == tasks[:3]
+    assert plan_copypaste(range(5), [0, 2, 3], 3, seed=1) == tasks[:3]
 
 
 def test_task_streams_are_independent_and_repeatable():
