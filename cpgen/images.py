@@ -1,7 +1,9 @@
 """Image decode/encode, header-only size reads, and atomic file writes.
 
 EXIF policy: COCO annotations refer to the pixels as stored, so images are decoded with
-``IMREAD_IGNORE_ORIENTATION`` (no EXIF rotation) everywhere in cpgen. Every image is decoded as
+``IMREAD_IGNORE_ORIENTATION`` (no EXIF rotation) by default. Classification folders have no
+annotations tied to the stored pixels, so ``cpgen cutmix`` asks for ``apply_orientation=True``:
+a phone photo is turned upright like its class mates. Every image is decoded as
 8-bit, 3-channel BGR (grayscale is expanded, alpha dropped, 16-bit scaled down).
 """
 
@@ -23,6 +25,7 @@ Image = npt.NDArray[np.uint8]
 MAX_PIXELS = 178_956_970
 
 _DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+_DECODE_ORIENTED_FLAGS = cv2.IMREAD_COLOR  # applies the EXIF orientation
 
 
 class ImageError(ValueError):
@@ -91,16 +94,41 @@ def read_bytes(path: Path) -> bytes:
         raise ImageError(f"cannot read: {exc.strerror or exc}") from None
 
 
-def decode(data: bytes, expected_size: tuple[int, int] | None = None) -> Image:
+def check_file(path: Path, expected_size: tuple[int, int]) -> None:
+    """Check an image file cheaply: it exists, and its header gives the expected size.
+
+    Only the first 256 KiB are read when the header (JPEG, PNG, GIF, BMP, WebP) can be parsed
+    from them; other files are decoded in full. A body corrupted past the header is found only
+    when the image is decoded for use.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(256 * 1024)
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except OSError as exc:
+        raise ImageError(f"cannot read: {exc.strerror or exc}") from None
+    size = header_size(head)
+    if size is None:
+        decode(read_bytes(path), expected_size)
+    else:
+        check_size(size, expected_size)
+
+
+def decode(
+    data: bytes, expected_size: tuple[int, int] | None = None, *, apply_orientation: bool = False
+) -> Image:
     """Decode to HxWx3 uint8 BGR, checking the header first (size limit, expected size).
 
     ``expected_size`` is (width, height) as recorded in the dataset; a different stored size is
-    an ImageError (annotations would not line up).
+    an ImageError (annotations would not line up). ``apply_orientation`` turns the pixels as the
+    EXIF orientation says (then leave ``expected_size`` out: it describes stored pixels).
     """
     size = header_size(data)
     if size is not None:
         check_size(size, expected_size)
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _DECODE_FLAGS)
+    flags = _DECODE_ORIENTED_FLAGS if apply_orientation else _DECODE_FLAGS
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if image is None:
         raise ImageError("not a decodable image")
     if size is None:
@@ -124,8 +152,10 @@ def check_size(size: tuple[int, int], expected_size: tuple[int, int] | None) -> 
         )
 
 
-def load(path: Path, expected_size: tuple[int, int] | None = None) -> Image:
-    return decode(read_bytes(path), expected_size)
+def load(
+    path: Path, expected_size: tuple[int, int] | None = None, *, apply_orientation: bool = False
+) -> Image:
+    return decode(read_bytes(path), expected_size, apply_orientation=apply_orientation)
 
 
 def encode_jpeg(image: Image, quality: int) -> bytes:
