@@ -7,6 +7,7 @@ read + validate (datasets.coco) -> plan (plan.py) -> shards in workers (this mod
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from cpgen import __version__, images, masks, output
 from cpgen.datasets import coco
 from cpgen.errors import DataError, UsageError
 from cpgen.ops.paste import (
+    Placement,
     blur_radius,
     composite,
     keep_occluded,
@@ -110,27 +112,54 @@ class Generated:
     dropped: int  # target annotations dropped as hidden
 
 
-def copy_paste(
+def draw_params(
     task_seed: int,
+    source_anns: list[dict[str, Any]],
+    source_size: tuple[int, int],
+    target_size: tuple[int, int],
+    options: CopyPasteOptions,
+) -> CopyPasteParams:
+    """The task's paste parameters, drawn from its own generator (sizes are (width, height))."""
+    count = sum(1 for a in source_anns if not a["iscrowd"])
+    rng = task_rng(task_seed, PARAMS_STREAM)
+    return sample_copypaste(
+        rng, count, source_size, target_size, options.max_paste, options.scale, options.hflip
+    )
+
+
+def source_reduction(params: CopyPasteParams) -> int:
+    """How much smaller (1, 2, 4 or 8) the source may be decoded: never below the paste's scale.
+
+    JPEG decodes at 1/2, 1/4 and 1/8 size for a fraction of the cost (DCT scaling), and the
+    reduced image is a better start for a strong shrink than bilinear sampling of the full one.
+    """
+    reduction = 1
+    while reduction < 8 and params.placement.scale * reduction * 2 <= 1.0:
+        reduction *= 2
+    return reduction
+
+
+def copy_paste(
+    params: CopyPasteParams,
     target: images.Image,
     target_anns: list[dict[str, Any]],
     source: images.Image,
     source_anns: list[dict[str, Any]],
     options: CopyPasteOptions,
+    source_size: tuple[int, int] | None = None,
+    reduction: int = 1,
 ) -> Generated:
-    """Paste a random subset of the source's non-crowd instances onto the target.
+    """Paste the drawn subset of the source's non-crowd instances onto the target.
 
-    ``target`` is modified in place and returned as the output image. Annotations are full
-    records: the target's (occluded, possibly dropped) then the pasted ones, each with its
-    ``cpgen`` provenance; ``id`` and ``image_id`` are left for the merge to assign.
+    ``target`` is modified in place and returned as the output image. ``source`` may be decoded
+    ``reduction`` times smaller than its ``source_size`` (width, height); masks always come from
+    the full-size annotations. Annotations are full records: the target's (occluded, possibly
+    dropped) then the pasted ones, each with its ``cpgen`` provenance; ``id`` and ``image_id``
+    are left for the merge to assign.
     """
     th, tw = target.shape[:2]
-    sh, sw = source.shape[:2]
+    sw, sh = source_size if source_size is not None else (source.shape[1], source.shape[0])
     pasteable = [a for a in source_anns if not a["iscrowd"]]
-    rng = task_rng(task_seed, PARAMS_STREAM)
-    params = sample_copypaste(
-        rng, len(pasteable), (sw, sh), (tw, th), options.max_paste, options.scale, options.hflip
-    )
     placement = params.placement
 
     pasted: list[tuple[dict[str, Any], masks.Rle]] = []
@@ -145,25 +174,39 @@ def copy_paste(
         if masks.area(rle) >= options.min_visible_px:
             pasted.append((ann, rle))
 
-    not_pasted: masks.Rle | None = None
-    union_box = (0, 0, 0, 0)
+    union: masks.Rle | None = None
+    union_box = rect = (0, 0, 0, 0)
+    crop_mask = np.zeros((0, 0), np.uint8)
     if pasted:
         union = masks.union([rle for _, rle in pasted])
         union_box = tuple(masks.bbox(union))
         rect = padded_rect(union_box, blur_radius(options.blend_sigma), tw, th)
         x, y, w, h = rect
-        union_mask = masks.decode(union)
-        crop_mask = np.ascontiguousarray(union_mask[y : y + h, x : x + w])
-        composite(target, warp_crop(source, placement, rect), crop_mask, rect, options.blend_sigma)
-        union_mask ^= 1
-        not_pasted = masks.encode(union_mask)
+        crop_mask = np.ascontiguousarray(masks.decode(union)[y : y + h, x : x + w])
+        pixels_placement = Placement(
+            placement.flip,
+            placement.scale * reduction,
+            placement.offset_x,
+            placement.offset_y,
+            placement.source_width / reduction,
+        )
+        composite(
+            target,
+            warp_crop(source, pixels_placement, rect),
+            crop_mask,
+            rect,
+            options.blend_sigma,
+        )
 
     annotations: list[dict[str, Any]] = []
+    not_pasted: masks.Rle | None = None
     dropped = 0
     for ann in target_anns:
         rle = masks.segmentation_to_rle(ann["segmentation"], th, tw)
-        if not_pasted is not None and _boxes_overlap(masks.bbox(rle), union_box):
+        if union is not None and _boxes_overlap(masks.bbox(rle), union_box):
             original_px = masks.area(rle)
+            if not_pasted is None:
+                not_pasted = _complement(crop_mask, rect, th, tw)
             visible = masks.intersect(rle, not_pasted)
             visible_px = masks.area(visible)
             if visible_px < original_px:
@@ -178,6 +221,14 @@ def copy_paste(
         annotations.append(_annotation(ann, rle, "source", options.mask_format))
     drawn_ids = [pasteable[i]["id"] for i in params.instances]
     return Generated(target, annotations, params, drawn_ids, dropped)
+
+
+def _complement(crop_mask: masks.Mask, rect: tuple[int, ...], height: int, width: int) -> masks.Rle:
+    """Everything but the pasted union, as an RLE over the frame, from the union's crop."""
+    x, y, w, h = rect
+    frame = np.ones((height, width), dtype=np.uint8, order="F")
+    frame[y : y + h, x : x + w] = 1 - crop_mask
+    return masks.encode(frame)
 
 
 def _boxes_overlap(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> bool:
@@ -260,8 +311,40 @@ def _image_path(images_dir: str, ref: ImageRef) -> Path:
     return Path(images_dir) / rel
 
 
-def _load(images_dir: str, ref: ImageRef) -> images.Image:
-    return images.load(_image_path(images_dir, ref), (ref.width, ref.height))
+class ShardImages:
+    """The images one shard reads, each decoded at most once per size while it fits a budget.
+
+    Within a shard a source is often another task's target or an earlier task's source; keeping
+    the decoded pixels (least recently used out past ``budget_bytes``) saves those decodes.
+    Callers must not modify what ``get`` returns.
+    """
+
+    def __init__(self, images_dir: str, budget_bytes: int = 256 * 1024 * 1024) -> None:
+        self.images_dir = images_dir
+        self.budget = budget_bytes
+        self.used = 0
+        self.decoded: OrderedDict[tuple[int, int], images.Image] = OrderedDict()
+        self.data: dict[int, bytes] = {}
+
+    def get(self, ref: ImageRef, reduction: int = 1) -> tuple[images.Image, int]:
+        """Pixels of ``ref`` and the reduction they were decoded at (1 where not possible)."""
+        for key in ((ref.position, reduction), (ref.position, 1)):
+            if key in self.decoded:
+                self.decoded.move_to_end(key)
+                return self.decoded[key], key[1]
+        data = images.read_bytes(_image_path(self.images_dir, ref))
+        expected = (ref.width, ref.height)
+        try:
+            if reduction == 1:
+                raise ValueError
+            pixels = images.decode_reduced(data, expected, reduction)
+        except ValueError:
+            pixels, reduction = images.decode(data, expected), 1
+        self.decoded[(ref.position, reduction)] = pixels
+        self.used += pixels.nbytes
+        while self.used > self.budget and len(self.decoded) > 1:
+            self.used -= self.decoded.popitem(last=False)[1].nbytes
+        return pixels, reduction
 
 
 def run_generate_shard(job: GenerateShard) -> ShardResult:
@@ -269,25 +352,38 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
     result = ShardResult(job.number)
     out = Path(job.out)
     records: list[dict[str, Any]] = []
+    cache = ShardImages(job.images_dir)
     for task in job.tasks:
         target_ref, source_ref = job.images[task.target], job.images[task.source]
-        loaded: list[images.Image] = []
-        for ref in (target_ref, source_ref):
-            try:
-                loaded.append(_load(job.images_dir, ref))
-            except images.ImageError as exc:
-                result.broken[ref.position] = f"{ref.file_name}: {exc}"
-                break
-        if len(loaded) < 2:
+        params = draw_params(
+            task.seed,
+            job.annotations[task.source],
+            (source_ref.width, source_ref.height),
+            (target_ref.width, target_ref.height),
+            job.options,
+        )
+        try:
+            for ref in (target_ref, source_ref):
+                failed = ref
+                if ref.position in result.broken:
+                    raise images.ImageError(result.broken[ref.position])
+                if ref is target_ref:
+                    target = cache.get(ref)[0].copy()  # pasted onto in place
+                else:
+                    source, reduction = cache.get(ref, source_reduction(params))
+        except images.ImageError as exc:
+            result.broken.setdefault(failed.position, f"{failed.file_name}: {exc}")
             result.skipped.append(f"{_output_name(job.gen_dir, task.index)}: input image unusable")
             continue
         generated = copy_paste(
-            task.seed,
-            loaded[0],
+            params,
+            target,
             job.annotations[task.target],
-            loaded[1],
+            source,
             job.annotations[task.source],
             job.options,
+            (source_ref.width, source_ref.height),
+            reduction,
         )
         file_name = _output_name(job.gen_dir, task.index)
         data = images.encode_jpeg(generated.image, job.options.quality)
@@ -307,6 +403,7 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
                     "hflip": p.flip,
                     "scale": p.scale,
                     "offset": [p.offset_x, p.offset_y],
+                    "source_reduction": reduction,
                 },
             },
             "dropped": generated.dropped,

@@ -62,13 +62,19 @@ def check_contract(
         by_image.setdefault(ann["image_id"], []).append(ann)
 
     counts = {"generated": 0, "originals": 0, "annotations": 0, "target": 0, "pasted": 0}
-    decoded_cache: dict[int, np.ndarray] = {}
+    decoded_cache: dict[tuple[int, int], np.ndarray] = {}
 
-    def src_pixels(image_id: int) -> np.ndarray:
-        if image_id not in decoded_cache:
+    def src_pixels(image_id: int, reduction: int = 1) -> np.ndarray:
+        if (image_id, reduction) not in decoded_cache:
             path = src / images_subdir / src_images[image_id]["file_name"]
-            decoded_cache[image_id] = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        return decoded_cache[image_id]
+            flags = {
+                1: cv2.IMREAD_COLOR,
+                2: cv2.IMREAD_REDUCED_COLOR_2,
+                4: cv2.IMREAD_REDUCED_COLOR_4,
+                8: cv2.IMREAD_REDUCED_COLOR_8,
+            }[reduction]
+            decoded_cache[image_id, reduction] = cv2.imread(str(path), flags)
+        return decoded_cache[image_id, reduction]
 
     for image in data["images"]:
         pixels = cv2.imread(str(out / "images" / image["file_name"]), cv2.IMREAD_COLOR)
@@ -141,10 +147,12 @@ def check_contract(
         # through the pasted union onto the target (so JPEG noise cancels out)
         params = prov["params"]
         source_rec = src_images[prov["source_ids"][0]]
+        r = params["source_reduction"]  # the source was decoded at 1/r of its size
         placement = Placement(
-            params["hflip"], params["scale"], *params["offset"], source_rec["width"]
+            params["hflip"], params["scale"] * r, *params["offset"], source_rec["width"] / r
         )
-        placed = warp_crop(src_pixels(source_rec["id"]), placement, (0, 0, w, h))
+        source_pixels = src_pixels(source_rec["id"], r)
+        placed = warp_crop(source_pixels, placement, (0, 0, w, h))
         expected = target.copy()
         composite(expected, placed, union.astype(np.uint8), (0, 0, w, h), sigma)
         expected = cv2.imdecode(

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cpgen import masks
-from cpgen.copypaste import CopyPasteOptions, copy_paste
+from cpgen.copypaste import CopyPasteOptions, copy_paste, draw_params
 
 sizes = st.tuples(st.integers(8, 48), st.integers(8, 48))
 
@@ -75,7 +75,8 @@ def test_copy_paste_mask_invariants(scene):
     seed, target, target_anns, source, source_anns, options = scene
     th, tw = target.shape[:2]
     before = target.copy()
-    out = copy_paste(seed, target, target_anns, source, source_anns, options)
+    params = draw_params(seed, source_anns, source.shape[1::-1], (tw, th), options)
+    out = copy_paste(params, target, target_anns, source, source_anns, options)
 
     pasted = [a for a in out.annotations if a["cpgen"]["from"] == "source"]
     union = np.zeros((th, tw), bool)
