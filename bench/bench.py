@@ -68,10 +68,14 @@ def report(name: str, src: Path, r: dict[str, float]) -> None:
     n = r["outputs"]
     print(f"{name} on {src} ({n} outputs, medians)")
     print(f"  codec floor        {n / r['floor_s']:8.1f} outputs/s  ({r['floor_s']:.2f} s)")
-    print(f"  cpgen, 1 worker    {n / r['one_s']:8.1f} outputs/s  ({r['one_s']:.2f} s)"
-          f"  = {r['one_s'] / r['floor_s']:.2f}x the floor")
-    print(f"  cpgen, 2 workers   {n / r['two_s']:8.1f} outputs/s  ({r['two_s']:.2f} s)"
-          f"  = {r['one_s'] / r['two_s']:.2f}x speed-up over 1 worker")
+    print(
+        f"  cpgen, 1 worker    {n / r['one_s']:8.1f} outputs/s  ({r['one_s']:.2f} s)"
+        f"  = {r['one_s'] / r['floor_s']:.2f}x the floor"
+    )
+    print(
+        f"  cpgen, 2 workers   {n / r['two_s']:8.1f} outputs/s  ({r['two_s']:.2f} s)"
+        f"  = {r['one_s'] / r['two_s']:.2f}x speed-up over 1 worker"
+    )
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cpgen.ops.cutmix import Box, box_at, centre_range, cut_from_lambda, cut_from_length
 from cpgen.ops.paste import Placement
 
 
@@ -54,3 +55,43 @@ def sample_copypaste(
     offset_x = float(rng.uniform(min(0.0, free_x), max(0.0, free_x)))
     offset_y = float(rng.uniform(min(0.0, free_y), max(0.0, free_y)))
     return CopyPasteParams(chosen, Placement(flip, scale, offset_x, offset_y, sw))
+
+
+@dataclass(frozen=True)
+class CutMixParams:
+    """The parameters of one CutMix box, recorded in its provenance.
+
+    ``lam`` is the drawn lambda (the base's nominal share; None with a fixed ``length``), ``cut``
+    the nominal (rows, cols) before clipping, ``centre`` the drawn (row, col), ``box`` the result.
+    """
+
+    lam: float | None
+    cut: tuple[int, int]
+    centre: tuple[int, int]
+    box: Box
+
+
+def sample_cutmix(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    alpha: float = 1.0,
+    length: float | None = None,
+    uniform_sampling: bool = False,
+) -> CutMixParams:
+    """Draw a CutMix box for a ``height x width`` frame as Composer's ``_rand_bbox`` does.
+
+    Draws, in this order: lambda ~ Beta(alpha, alpha) (only when ``length`` is None and
+    alpha > 0; alpha 0 gives lambda 0, a full-frame cut, as in Composer), then the centre row,
+    then the centre column, each uniform over :func:`cpgen.ops.cutmix.centre_range`.
+    """
+    if length is not None:
+        lam = None
+        cut_rows, cut_cols = cut_from_length(height, length), cut_from_length(width, length)
+    else:
+        lam = float(rng.beta(alpha, alpha)) if alpha > 0 else 0.0
+        cut_rows, cut_cols = cut_from_lambda(height, lam), cut_from_lambda(width, lam)
+    centre_row = int(rng.integers(*centre_range(height, cut_rows, uniform_sampling)))
+    centre_col = int(rng.integers(*centre_range(width, cut_cols, uniform_sampling)))
+    box = box_at(height, width, cut_rows, cut_cols, centre_row, centre_col)
+    return CutMixParams(lam, (cut_rows, cut_cols), (centre_row, centre_col), box)
