@@ -19,7 +19,10 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/cpgen copypaste --src examples/coco --out demo-out/copypaste --num-images 12 --overwrite -j $(JOBS)
-	@echo "copy-paste demo written to demo-out/copypaste (annotations.json + images/)"
+	$(BIN)/cpgen validate demo-out/copypaste
+	$(BIN)/cpgen cutmix --src examples/folders --out demo-out/cutmix --num-images 24 --soft-labels --overwrite -j $(JOBS)
+	@echo "copy-paste demo: demo-out/copypaste (annotations.json + images/)"
+	@echo "cutmix demo:     demo-out/cutmix (images/, labels.csv, classes.json, soft_labels.npy)"
 
 test: install
 	$(BIN)/python -m pytest -q
