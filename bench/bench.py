@@ -20,6 +20,7 @@ import numpy as np
 
 from cpgen import copypaste
 from cpgen.datasets import coco
+from cpgen.runner import setup_worker
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -49,19 +50,20 @@ def copypaste_run(index: coco.CocoIndex, options, workers: int) -> float:
         shutil.rmtree(out.parent)
 
 
-def median_of(fn, repeats: int) -> float:
-    return statistics.median(fn() for _ in range(repeats))
-
-
 def bench_copypaste(src: Path, num_images: int, repeats: int) -> dict[str, float]:
+    """Floor, 1 worker and 2 workers, interleaved ``repeats`` times (medians): on a shared
+    machine drift then hits all three alike. The floor gets the same worker setup as cpgen."""
+    setup_worker()
     index = coco.load(coco.find_layout(src))
     options = copypaste.CopyPasteOptions(num_images=num_images, originals="none")
     tasks = copypaste.plan(index, options)
     copypaste_floor(index, tasks[: len(index.images)], options.quality)  # warm the page cache
-    floor = median_of(lambda: copypaste_floor(index, tasks, options.quality), repeats)
-    one = median_of(lambda: copypaste_run(index, options, 1), repeats)
-    two = median_of(lambda: copypaste_run(index, options, 2), repeats)
-    return {"outputs": num_images, "floor_s": floor, "one_s": one, "two_s": two}
+    runs: dict[str, list[float]] = {"floor_s": [], "one_s": [], "two_s": []}
+    for _ in range(repeats):
+        runs["floor_s"].append(copypaste_floor(index, tasks, options.quality))
+        runs["one_s"].append(copypaste_run(index, options, 1))
+        runs["two_s"].append(copypaste_run(index, options, 2))
+    return {"outputs": num_images, **{k: statistics.median(v) for k, v in runs.items()}}
 
 
 def report(name: str, src: Path, r: dict[str, float]) -> None:

@@ -6,6 +6,8 @@ read + validate (datasets.coco) -> plan (plan.py) -> shards in workers (this mod
 
 from __future__ import annotations
 
+import itertools
+import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Iterator
@@ -162,7 +164,7 @@ def copy_paste(
     pasteable = [a for a in source_anns if not a["iscrowd"]]
     placement = params.placement
 
-    pasted: list[tuple[dict[str, Any], masks.Rle]] = []
+    pasted: list[tuple[dict[str, Any], masks.Rle, int]] = []
     for pos in params.instances:
         ann = pasteable[pos]
         seg = ann["segmentation"]
@@ -171,14 +173,15 @@ def copy_paste(
         else:
             mask = masks.decode(masks.segmentation_to_rle(seg, sh, sw))
             rle = masks.encode(warp_mask(mask, placement, th, tw))
-        if masks.area(rle) >= options.min_visible_px:
-            pasted.append((ann, rle))
+        area = masks.area(rle)
+        if area >= options.min_visible_px:
+            pasted.append((ann, rle, area))
 
     union: masks.Rle | None = None
     union_box = rect = (0, 0, 0, 0)
     crop_mask = np.zeros((0, 0), np.uint8)
     if pasted:
-        union = masks.union([rle for _, rle in pasted])
+        union = masks.union([rle for _, rle, _ in pasted])
         union_box = tuple(masks.bbox(union))
         rect = padded_rect(union_box, blur_radius(options.blend_sigma), tw, th)
         x, y, w, h = rect
@@ -203,22 +206,24 @@ def copy_paste(
     dropped = 0
     for ann in target_anns:
         rle = masks.segmentation_to_rle(ann["segmentation"], th, tw)
-        if union is not None and _boxes_overlap(masks.bbox(rle), union_box):
+        box = masks.bbox(rle)
+        area = None
+        if union is not None and _boxes_overlap(box, union_box):
             original_px = masks.area(rle)
             if not_pasted is None:
                 not_pasted = _complement(crop_mask, rect, th, tw)
             visible = masks.intersect(rle, not_pasted)
-            visible_px = masks.area(visible)
-            if visible_px < original_px:
+            area = masks.area(visible)
+            if area < original_px:
                 if not keep_occluded(
-                    original_px, visible_px, options.min_visible_px, options.min_visible_frac
+                    original_px, area, options.min_visible_px, options.min_visible_frac
                 ):
                     dropped += 1
                     continue
-                rle = visible
-        annotations.append(_annotation(ann, rle, "target", options.mask_format))
-    for ann, rle in pasted:
-        annotations.append(_annotation(ann, rle, "source", options.mask_format))
+                rle, box = visible, masks.bbox(visible)
+        annotations.append(_annotation(ann, rle, "target", options.mask_format, area, box))
+    for ann, rle, area in pasted:
+        annotations.append(_annotation(ann, rle, "source", options.mask_format, area))
     drawn_ids = [pasteable[i]["id"] for i in params.instances]
     return Generated(target, annotations, params, drawn_ids, dropped)
 
@@ -236,23 +241,31 @@ def _boxes_overlap(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...
 
 
 def _annotation(
-    ann: dict[str, Any], rle: masks.Rle, origin: str, mask_format: str
+    ann: dict[str, Any],
+    rle: masks.Rle,
+    origin: str,
+    mask_format: str,
+    area: int | None = None,
+    box: list[int] | None = None,
 ) -> dict[str, Any]:
-    """An output record: the original's keys, new mask, area and box, and provenance."""
+    """An output record: the original's keys, new mask, area and box, and provenance.
+
+    ``area`` and ``box`` are the mask's when the caller already has them.
+    """
     segmentation: Any = masks.rle_to_json(rle)
     if mask_format == "polygon" and not ann["iscrowd"]:
         h, w = rle["size"]
         parts = masks.mask_to_polygons(masks.decode(rle))
         as_polygon = masks.polygons_to_rle(parts, h, w) if parts else None
         if as_polygon is not None and masks.area(as_polygon) > 0:
-            segmentation, rle = parts, as_polygon
+            segmentation, rle, area, box = parts, as_polygon, None, None
     record = {k: v for k, v in ann.items() if k not in ("id", "image_id", "cpgen")}
     record.update(
         id=None,
         image_id=None,
         segmentation=segmentation,
-        area=masks.area(rle),
-        bbox=masks.bbox(rle),
+        area=masks.area(rle) if area is None else area,
+        bbox=masks.bbox(rle) if box is None else box,
         iscrowd=ann["iscrowd"],
         cpgen={"from": origin, "image_id": ann["image_id"], "ann_id": ann["id"]},
     )
@@ -620,7 +633,7 @@ def run(
         )
     execute(generate, run_generate_shard)
     payloads = originals + generate
-    summary = merge(index, out, options, len(payloads), first_generate, gen_dir)
+    summary = merge(index, out, options, len(payloads))
     summary.seconds = round(time.perf_counter() - started, 3)
     output.write_manifest(out, {**manifest, "state": "done", "summary": summary.to_json()})
     if report is not None:
@@ -642,87 +655,97 @@ def merge(
     out: Path,
     options: CopyPasteOptions,
     num_shards: int,
-    first_generate: int,
-    gen_dir: str,
 ) -> Summary:
-    """Read shard results in order, assign ids, and write ``annotations.json`` atomically."""
+    """Read shard results once, in order, assign ids, and write ``annotations.json`` atomically.
+
+    Records are spooled as JSON lines to temp files while reading (memory stays flat); the
+    originals' are written only after every shard is read, since a generate shard may have found
+    an original broken.
+    """
     summary = Summary("copypaste", str(out), str(out / "annotations.json"))
-    broken: dict[int, str] = {}
-    for number in range(num_shards):
-        shard_data = _read_shard(out, number)
-        broken.update({int(k): v for k, v in shard_data["broken"].items()})
-        summary.skipped_outputs += len(shard_data["skipped"])
-    summary.broken_images = [broken[p] for p in sorted(broken)]
     summary.skipped_annotations = sum(
         1 for problem, _ in index.problems if not problem.startswith("polygon parts dropped")
     )
-    # a broken original leaves the output: its placed file too
-    for p in broken:
-        rel = coco.safe_relative(index.images[p]["file_name"])
-        if rel is not None and options.originals != "none":
-            (out / "images" / rel).unlink(missing_ok=True)
-
     image_base = index.max_image_id() + 1
-    ann_base = index.max_annotation_id() + 1
-    keep_originals = options.originals != "none"
+    next_ann = index.max_annotation_id() + 1
+    broken: dict[int, str] = {}
+    dumps = output.dumps
+    with tempfile.TemporaryDirectory(dir=out / output.STATE_DIR) as tmp:
+        spool = {
+            name: open(Path(tmp) / name, "w+", encoding="utf-8")  # noqa: SIM115
+            for name in ("orig_images", "orig_anns", "images", "anns")
+        }
+        try:
+            for number in range(num_shards):
+                data = _read_shard(out, number)
+                broken.update({int(k): v for k, v in data["broken"].items()})
+                summary.skipped_outputs += len(data["skipped"])
+                for rec in data["records"]:
+                    if data["kind"] == "originals":
+                        position = rec["position"]
+                        spool["orig_images"].write(f"{position}\t{dumps(index.images[position])}\n")
+                        for ann in rec["annotations"]:
+                            spool["orig_anns"].write(f"{position}\t{dumps(ann)}\n")
+                        continue
+                    image_id = image_base + rec["index"]
+                    spool["images"].write(
+                        dumps(
+                            {
+                                "id": image_id,
+                                "file_name": rec["file_name"],
+                                "width": rec["width"],
+                                "height": rec["height"],
+                                "cpgen": rec["cpgen"],
+                            }
+                        )
+                        + "\n"
+                    )
+                    summary.generated += 1
+                    summary.dropped_target_annotations += rec["dropped"]
+                    for ann in rec["annotations"]:
+                        ann["id"], ann["image_id"] = next_ann, image_id
+                        next_ann += 1
+                        summary.generated_annotations += 1
+                        summary.pasted_instances += ann["cpgen"]["from"] == "source"
+                        spool["anns"].write(dumps(ann) + "\n")
+            keep_originals = options.originals != "none"
 
-    def shard_records(kind: str) -> Iterator[dict[str, Any]]:
-        numbers = (
-            range(first_generate) if kind == "originals" else range(first_generate, num_shards)
-        )
-        for number in numbers:
-            yield from _read_shard(out, number)["records"]
+            def lines(name: str) -> Iterator[str]:
+                spool[name].seek(0)
+                for line in spool[name]:
+                    if name.startswith("orig"):
+                        position, _, line = line.partition("\t")
+                        if not keep_originals or int(position) in broken:
+                            continue
+                        if name == "orig_images":
+                            summary.originals += 1
+                    yield line.rstrip("\n")
 
-    def image_records() -> Iterator[dict[str, Any]]:
-        if keep_originals:
-            for rec in shard_records("originals"):
-                if rec["position"] not in broken:
-                    summary.originals += 1
-                    yield index.images[rec["position"]]
-        for rec in shard_records("generated"):
-            summary.generated += 1
-            yield {
-                "id": image_base + rec["index"],
-                "file_name": rec["file_name"],
-                "width": rec["width"],
-                "height": rec["height"],
-                "cpgen": rec["cpgen"],
+            info = {
+                "description": "generated by cpgen copypaste (Simple Copy-Paste)",
+                "version": __version__,
+                "cpgen": {"command": "copypaste", "options": options_record(options)},
             }
-
-    next_ann = ann_base
-
-    def annotation_records() -> Iterator[dict[str, Any]]:
-        nonlocal next_ann
-        if keep_originals:
-            for rec in shard_records("originals"):
-                if rec["position"] not in broken:
-                    yield from rec["annotations"]
-        for rec in shard_records("generated"):
-            summary.dropped_target_annotations += rec["dropped"]
-            for ann in rec["annotations"]:
-                ann["id"] = next_ann
-                ann["image_id"] = image_base + rec["index"]
-                next_ann += 1
-                summary.generated_annotations += 1
-                summary.pasted_instances += ann["cpgen"]["from"] == "source"
-                yield ann
-
-    info = {
-        "description": "generated by cpgen copypaste (Simple Copy-Paste)",
-        "version": __version__,
-        "cpgen": {"command": "copypaste", "options": options_record(options)},
-    }
-    if "info" in index.top:
-        info["source_info"] = index.top["info"]
-    top = {k: v for k, v in index.top.items() if k not in ("info", "licenses")}
-    coco.write(
-        out / "annotations.json",
-        info=info,
-        licenses=index.top.get("licenses") or [],
-        categories=index.categories,
-        images=image_records(),
-        annotations=annotation_records(),
-        extra=top,
-    )
+            if "info" in index.top:
+                info["source_info"] = index.top["info"]
+            coco.write(
+                out / "annotations.json",
+                info=info,
+                licenses=index.top.get("licenses") or [],
+                categories=index.categories,
+                images=itertools.chain(lines("orig_images"), lines("images")),
+                annotations=itertools.chain(lines("orig_anns"), lines("anns")),
+                extra={k: v for k, v in index.top.items() if k not in ("info", "licenses")},
+            )
+        finally:
+            for f in spool.values():
+                f.close()
+    summary.broken_images = [broken[p] for p in sorted(broken)]
+    # a broken original leaves the output: its placed file too
+    if options.originals != "none":
+        for p in broken:
+            rel = coco.safe_relative(index.images[p]["file_name"])
+            if rel is not None:
+                (out / "images" / rel).unlink(missing_ok=True)
     summary.images = summary.originals + summary.generated
     return summary

@@ -48,7 +48,8 @@ def polygons_to_rle(parts: Sequence[Sequence[float]], height: int, width: int) -
     """Rasterise polygon parts (pixel coordinates, any may fall outside) as one RLE."""
     if not parts:
         return empty_rle(height, width)
-    return cocomask.merge(cocomask.frPyObjects([list(p) for p in parts], height, width))
+    rles = cocomask.frPyObjects([list(p) for p in parts], height, width)
+    return rles[0] if len(rles) == 1 else cocomask.merge(rles)
 
 
 def segmentation_to_rle(segmentation: Any, height: int, width: int) -> Rle:

@@ -262,13 +262,14 @@ def write(
     info: dict[str, Any],
     licenses: list[Any],
     categories: list[dict[str, Any]],
-    images: Iterable[dict[str, Any]],
-    annotations: Iterable[dict[str, Any]],
+    images: Iterable[dict[str, Any] | str],
+    annotations: Iterable[dict[str, Any] | str],
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write a COCO file record by record (flat memory), atomically (temp file + rename).
 
-    The iterables are consumed in order: images first, then annotations.
+    The iterables are consumed in order: images first, then annotations. A record may be a dict
+    or its JSON text (a str), written as is.
     """
     from cpgen.output import atomic_write_chunks, dumps
 
@@ -280,7 +281,7 @@ def write(
         for key, records in (("images", images), ("annotations", annotations)):
             yield f',"{key}":['
             for i, record in enumerate(records):
-                yield ("," if i else "") + dumps(record)
+                yield ("," if i else "") + (record if isinstance(record, str) else dumps(record))
             yield "]"
         yield "}\n"
 

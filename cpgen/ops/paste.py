@@ -82,6 +82,10 @@ def warp_mask(mask: Mask, placement: Placement, height: int, width: int) -> Mask
     )
 
 
+#: Blended weights at or above this count as fully pasted (changes a value by under 0.25).
+FULL_ALPHA = 1.0 - 2.0**-10
+
+
 def composite(
     target: Image,
     pasted: Image,
@@ -91,9 +95,11 @@ def composite(
 ) -> None:
     """Composite ``pasted`` (the crop at ``rect``) onto ``target`` in place through its mask.
 
-    With ``sigma`` > 0 the mask is softened by a Gaussian of that standard deviation (pixels), and
-    the result is kept inside the mask: pasted pixels never land outside the pasted masks, and
-    every target pixel outside them is left exactly as it was.
+    With ``sigma`` > 0 the mask is softened by a Gaussian of that standard deviation (pixels),
+    kept inside the mask: pasted pixels never land outside the pasted masks, and every target
+    pixel outside them is left exactly as it was. A pixel under the mask becomes
+    ``alpha * pasted + (1 - alpha) * target``, rounded, with ``alpha`` the blurred mask; only the
+    thin band near the mask's edge has ``alpha`` < 1, so only that band is blended.
     """
     x, y, w, h = rect
     roi = target[y : y + h, x : x + w]
@@ -101,9 +107,16 @@ def composite(
         cv2.copyTo(pasted, pasted_mask, roi)
         return
     alpha = cv2.GaussianBlur(pasted_mask.astype(np.float32), (0, 0), sigmaX=sigma)
-    alpha *= pasted_mask  # softness only inside the mask
-    blended = cv2.blendLinear(pasted, roi, alpha, 1.0 - alpha)
-    cv2.copyTo(blended, pasted_mask, roi)
+    band = np.flatnonzero((alpha < FULL_ALPHA) & (pasted_mask != 0))  # indices into the crop
+    rows, cols = np.divmod(band, w)
+    pixels = target.reshape(-1, target.shape[2])  # flat view of the whole (contiguous) frame
+    in_frame = (rows + y) * target.shape[1] + (cols + x)
+    under = pixels[in_frame].astype(np.float32)
+    cv2.copyTo(pasted, pasted_mask, roi)
+    if band.size:
+        weight = alpha.reshape(-1)[band][:, None]
+        over = pasted.reshape(-1, pasted.shape[2])[band].astype(np.float32)
+        pixels[in_frame] = np.rint(over * weight + under * (1.0 - weight)).astype(np.uint8)
 
 
 def blur_radius(sigma: float) -> int:
