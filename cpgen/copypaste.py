@@ -6,10 +6,8 @@ read + validate (datasets.coco) -> plan (plan.py) -> shards in workers (this mod
 
 from __future__ import annotations
 
-import itertools
-import tempfile
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -288,6 +286,24 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
+class OutputIds:
+    """Ids of generated records, fixed by the output index alone (so workers assign them).
+
+    Output ``i`` is image ``image_base + i``; its ``j``-th annotation is
+    ``ann_base + i * ann_stride + j``, where ``ann_stride`` bounds the annotations of one output
+    (the most any image has, plus the most that can be pasted). Unique, deterministic, above the
+    originals' ids; not consecutive.
+    """
+
+    image_base: int
+    ann_base: int
+    ann_stride: int
+
+    def annotation(self, index: int, j: int) -> int:
+        return self.ann_base + index * self.ann_stride + j
+
+
+@dataclass(frozen=True)
 class GenerateShard:
     number: int
     tasks: list[CopyPasteTask]
@@ -297,6 +313,7 @@ class GenerateShard:
     images_dir: str
     out: str
     gen_dir: str
+    ids: OutputIds
 
 
 @dataclass(frozen=True)
@@ -305,6 +322,7 @@ class OriginalsShard:
     images: list[ImageRef]
     annotations: dict[int, list[dict[str, Any]]]
     mode: str  # link | copy | none (check only)
+    records: dict[int, dict[str, Any]]  # the original image records, written as given
     images_dir: str
     out: str
 
@@ -329,22 +347,36 @@ class ShardImages:
 
     Within a shard a source is often another task's target or an earlier task's source; keeping
     the decoded pixels (least recently used out past ``budget_bytes``) saves those decodes.
-    Callers must not modify what ``get`` returns.
+    ``uses`` counts how often the shard will ask for each image position, so an image is dropped
+    after its last use, and the last user of a target may paste onto the cached array itself.
     """
 
-    def __init__(self, images_dir: str, budget_bytes: int = 256 * 1024 * 1024) -> None:
+    def __init__(
+        self, images_dir: str, uses: Counter[int], budget_bytes: int = 256 * 1024 * 1024
+    ) -> None:
         self.images_dir = images_dir
+        self.remaining = uses
         self.budget = budget_bytes
         self.used = 0
         self.decoded: OrderedDict[tuple[int, int], images.Image] = OrderedDict()
-        self.data: dict[int, bytes] = {}
+
+    def take(self, ref: ImageRef) -> images.Image:
+        """Full-size pixels of ``ref`` that the caller may modify."""
+        pixels = self.get(ref)[0]
+        return pixels if (ref.position, 1) not in self.decoded else pixels.copy()
 
     def get(self, ref: ImageRef, reduction: int = 1) -> tuple[images.Image, int]:
-        """Pixels of ``ref`` and the reduction they were decoded at (1 where not possible)."""
+        """Pixels of ``ref`` (not to be modified) and the reduction they were decoded at."""
+        self.remaining[ref.position] -= 1
+        last = self.remaining[ref.position] <= 0
         for key in ((ref.position, reduction), (ref.position, 1)):
             if key in self.decoded:
-                self.decoded.move_to_end(key)
-                return self.decoded[key], key[1]
+                pixels = self.decoded.pop(key) if last else self.decoded[key]
+                if last:
+                    self.used -= pixels.nbytes
+                else:
+                    self.decoded.move_to_end(key)
+                return pixels, key[1]
         data = images.read_bytes(_image_path(self.images_dir, ref))
         expected = (ref.width, ref.height)
         try:
@@ -353,10 +385,11 @@ class ShardImages:
             pixels = images.decode_reduced(data, expected, reduction)
         except ValueError:
             pixels, reduction = images.decode(data, expected), 1
-        self.decoded[(ref.position, reduction)] = pixels
-        self.used += pixels.nbytes
-        while self.used > self.budget and len(self.decoded) > 1:
-            self.used -= self.decoded.popitem(last=False)[1].nbytes
+        if not last:
+            self.decoded[(ref.position, reduction)] = pixels
+            self.used += pixels.nbytes
+            while self.used > self.budget and len(self.decoded) > 1:
+                self.used -= self.decoded.popitem(last=False)[1].nbytes
         return pixels, reduction
 
 
@@ -364,8 +397,12 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
     """Generate, encode and write a shard's outputs, then its result file (written last)."""
     result = ShardResult(job.number)
     out = Path(job.out)
-    records: list[dict[str, Any]] = []
-    cache = ShardImages(job.images_dir)
+    image_lines: list[str] = []
+    ann_lines: list[str] = []
+    counts = dict.fromkeys(
+        ("generated", "generated_annotations", "pasted_instances", "dropped_target_annotations"), 0
+    )
+    cache = ShardImages(job.images_dir, Counter(p for t in job.tasks for p in (t.target, t.source)))
     for task in job.tasks:
         target_ref, source_ref = job.images[task.target], job.images[task.source]
         params = draw_params(
@@ -381,7 +418,7 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
                 if ref.position in result.broken:
                     raise images.ImageError(result.broken[ref.position])
                 if ref is target_ref:
-                    target = cache.get(ref)[0].copy()  # pasted onto in place
+                    target = cache.take(ref)  # pasted onto in place
                 else:
                     source, reduction = cache.get(ref, source_reduction(params))
         except images.ImageError as exc:
@@ -402,29 +439,38 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
         data = images.encode_jpeg(generated.image, job.options.quality)
         images.atomic_write_bytes(out / "images" / file_name, data)
         p = generated.params.placement
-        record = {
-            "index": task.index,
-            "file_name": file_name,
-            "width": target_ref.width,
-            "height": target_ref.height,
-            "cpgen": {
-                "target_id": target_ref.id,
-                "source_ids": [source_ref.id],
-                "seed": task.seed,
-                "params": {
-                    "instances": generated.drawn_ids,
-                    "hflip": p.flip,
-                    "scale": p.scale,
-                    "offset": [p.offset_x, p.offset_y],
-                    "source_reduction": reduction,
-                },
-            },
-            "dropped": generated.dropped,
-            "annotations": generated.annotations,
-        }
-        records.append(record)
+        image_id = job.ids.image_base + task.index
+        image_lines.append(
+            output.dumps(
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "width": target_ref.width,
+                    "height": target_ref.height,
+                    "cpgen": {
+                        "target_id": target_ref.id,
+                        "source_ids": [source_ref.id],
+                        "seed": task.seed,
+                        "params": {
+                            "instances": generated.drawn_ids,
+                            "hflip": p.flip,
+                            "scale": p.scale,
+                            "offset": [p.offset_x, p.offset_y],
+                            "source_reduction": reduction,
+                        },
+                    },
+                }
+            )
+        )
+        for j, ann in enumerate(generated.annotations):
+            ann["id"], ann["image_id"] = job.ids.annotation(task.index, j), image_id
+            ann_lines.append(output.dumps(ann))
+            counts["pasted_instances"] += ann["cpgen"]["from"] == "source"
+        counts["generated"] += 1
+        counts["generated_annotations"] += len(generated.annotations)
+        counts["dropped_target_annotations"] += generated.dropped
         result.done += 1
-    _write_shard(out, job.number, {"kind": "generated", "records": records, **_status(result)})
+    _write_shard(out, job.number, "generated", result, image_lines, ann_lines, counts)
     return result
 
 
@@ -432,7 +478,8 @@ def run_originals_shard(job: OriginalsShard) -> ShardResult:
     """Check originals' headers, place them in OUT, and recompute their annotations' area/bbox."""
     result = ShardResult(job.number)
     out = Path(job.out)
-    records: list[dict[str, Any]] = []
+    image_lines: list[str] = []
+    ann_lines: list[str] = []
     for ref in job.images:
         try:
             path = _image_path(job.images_dir, ref)
@@ -440,28 +487,46 @@ def run_originals_shard(job: OriginalsShard) -> ShardResult:
         except images.ImageError as exc:
             result.broken[ref.position] = f"{ref.file_name}: {exc}"
             continue
-        if job.mode != "none":
+        if job.mode != "none":  # originals are written: place the file, recompute area and box
             output.link_or_copy(path, out / "images" / coco.safe_relative(ref.file_name), job.mode)
-        anns = []
-        for ann in job.annotations[ref.position]:
-            rle = masks.segmentation_to_rle(ann["segmentation"], ref.height, ref.width)
-            anns.append({**ann, "area": masks.area(rle), "bbox": masks.bbox(rle)})
-        records.append({"position": ref.position, "annotations": anns})
+            # lines carry the image's position: the merge leaves out images found broken later
+            image_lines.append(f"{ref.position}\t{output.dumps(job.records[ref.position])}")
+            for ann in job.annotations[ref.position]:
+                rle = masks.segmentation_to_rle(ann["segmentation"], ref.height, ref.width)
+                record = {**ann, "area": masks.area(rle), "bbox": masks.bbox(rle)}
+                ann_lines.append(f"{ref.position}\t{output.dumps(record)}")
         result.done += 1
-    _write_shard(out, job.number, {"kind": "originals", "records": records, **_status(result)})
+    _write_shard(out, job.number, "originals", result, image_lines, ann_lines, {})
     return result
-
-
-def _status(result: ShardResult) -> dict[str, Any]:
-    return {"broken": {str(k): v for k, v in result.broken.items()}, "skipped": result.skipped}
 
 
 def _output_name(gen_dir: str, index: int) -> str:
     return f"{gen_dir}/{index:06d}.jpg"
 
 
-def _write_shard(out: Path, number: int, content: dict[str, Any]) -> None:
-    output.atomic_write_text(output.shard_path(out, number), output.dumps(content))
+def _part_path(out: Path, number: int, part: str) -> Path:
+    return output.shard_path(out, number).with_suffix(f".{part}.jsonl")
+
+
+def _write_shard(
+    out: Path,
+    number: int,
+    kind: str,
+    result: ShardResult,
+    image_lines: list[str],
+    ann_lines: list[str],
+    counts: dict[str, int],
+) -> None:
+    """A shard's records as JSON lines, then its status file, last: the mark that it is done."""
+    for part, lines in (("images", image_lines), ("annotations", ann_lines)):
+        output.atomic_write_chunks(_part_path(out, number, part), (line + "\n" for line in lines))
+    status = {
+        "kind": kind,
+        "broken": {str(k): v for k, v in result.broken.items()},
+        "skipped": result.skipped,
+        "counts": counts,
+    }
+    output.atomic_write_text(output.shard_path(out, number), output.dumps(status))
 
 
 def _read_shard(out: Path, number: int) -> dict[str, Any]:
@@ -606,6 +671,7 @@ def run(
                 list(_refs(index, chunk).values()),
                 {p: index.anns_by_image[p] for p in chunk},
                 options.originals,
+                {p: index.images[p] for p in chunk},
                 str(index.files.images),
                 str(out),
             )
@@ -616,6 +682,12 @@ def run(
     # phase 2: generate from the usable images only
     tasks = plan(index, options, broken)
     first_generate = len(originals)
+    most_annotations = max((len(a) for a in index.anns_by_image), default=0)
+    ids = OutputIds(
+        index.max_image_id() + 1,
+        index.max_annotation_id() + 1,
+        most_annotations + min(options.max_paste, most_annotations),
+    )
     generate = []
     for chunk in shard(tasks, SHARD_SIZE):
         touched = {t.target for t in chunk} | {t.source for t in chunk}
@@ -629,6 +701,7 @@ def run(
                 str(index.files.images),
                 str(out),
                 gen_dir,
+                ids,
             )
         )
     execute(generate, run_generate_shard)
@@ -650,99 +723,56 @@ def options_record(options: CopyPasteOptions) -> dict[str, Any]:
     return record
 
 
-def merge(
-    index: coco.CocoIndex,
-    out: Path,
-    options: CopyPasteOptions,
-    num_shards: int,
-) -> Summary:
-    """Read shard results once, in order, assign ids, and write ``annotations.json`` atomically.
+def merge(index: coco.CocoIndex, out: Path, options: CopyPasteOptions, num_shards: int) -> Summary:
+    """Write ``annotations.json`` atomically from the shards' JSON lines, in shard order.
 
-    Records are spooled as JSON lines to temp files while reading (memory stays flat); the
-    originals' are written only after every shard is read, since a generate shard may have found
-    an original broken.
+    Workers assigned every id, so this only joins text; originals found broken by any shard
+    (even a later one) are left out, with their placed files.
     """
     summary = Summary("copypaste", str(out), str(out / "annotations.json"))
     summary.skipped_annotations = sum(
         1 for problem, _ in index.problems if not problem.startswith("polygon parts dropped")
     )
-    image_base = index.max_image_id() + 1
-    next_ann = index.max_annotation_id() + 1
     broken: dict[int, str] = {}
-    dumps = output.dumps
-    with tempfile.TemporaryDirectory(dir=out / output.STATE_DIR) as tmp:
-        spool = {
-            name: open(Path(tmp) / name, "w+", encoding="utf-8")  # noqa: SIM115
-            for name in ("orig_images", "orig_anns", "images", "anns")
-        }
-        try:
-            for number in range(num_shards):
-                data = _read_shard(out, number)
-                broken.update({int(k): v for k, v in data["broken"].items()})
-                summary.skipped_outputs += len(data["skipped"])
-                for rec in data["records"]:
-                    if data["kind"] == "originals":
-                        position = rec["position"]
-                        spool["orig_images"].write(f"{position}\t{dumps(index.images[position])}\n")
-                        for ann in rec["annotations"]:
-                            spool["orig_anns"].write(f"{position}\t{dumps(ann)}\n")
-                        continue
-                    image_id = image_base + rec["index"]
-                    spool["images"].write(
-                        dumps(
-                            {
-                                "id": image_id,
-                                "file_name": rec["file_name"],
-                                "width": rec["width"],
-                                "height": rec["height"],
-                                "cpgen": rec["cpgen"],
-                            }
-                        )
-                        + "\n"
-                    )
-                    summary.generated += 1
-                    summary.dropped_target_annotations += rec["dropped"]
-                    for ann in rec["annotations"]:
-                        ann["id"], ann["image_id"] = next_ann, image_id
-                        next_ann += 1
-                        summary.generated_annotations += 1
-                        summary.pasted_instances += ann["cpgen"]["from"] == "source"
-                        spool["anns"].write(dumps(ann) + "\n")
-            keep_originals = options.originals != "none"
+    kinds = []
+    for number in range(num_shards):
+        status = _read_shard(out, number)
+        kinds.append(status["kind"])
+        broken.update({int(k): v for k, v in status["broken"].items()})
+        summary.skipped_outputs += len(status["skipped"])
+        for key, value in status["counts"].items():
+            setattr(summary, key, getattr(summary, key) + value)
 
-            def lines(name: str) -> Iterator[str]:
-                spool[name].seek(0)
-                for line in spool[name]:
-                    if name.startswith("orig"):
-                        position, _, line = line.partition("\t")
-                        if not keep_originals or int(position) in broken:
-                            continue
-                        if name == "orig_images":
-                            summary.originals += 1
-                    yield line.rstrip("\n")
+    def lines(part: str) -> Iterator[str]:
+        for kind in ("originals", "generated"):
+            for number in (n for n in range(num_shards) if kinds[n] == kind):
+                with _part_path(out, number, part).open(encoding="utf-8") as f:
+                    for line in f:
+                        if kind == "originals":
+                            position, _, line = line.partition("\t")
+                            if int(position) in broken:
+                                continue
+                            summary.originals += part == "images"
+                        yield line.rstrip("\n")
 
-            info = {
-                "description": "generated by cpgen copypaste (Simple Copy-Paste)",
-                "version": __version__,
-                "cpgen": {"command": "copypaste", "options": options_record(options)},
-            }
-            if "info" in index.top:
-                info["source_info"] = index.top["info"]
-            coco.write(
-                out / "annotations.json",
-                info=info,
-                licenses=index.top.get("licenses") or [],
-                categories=index.categories,
-                images=itertools.chain(lines("orig_images"), lines("images")),
-                annotations=itertools.chain(lines("orig_anns"), lines("anns")),
-                extra={k: v for k, v in index.top.items() if k not in ("info", "licenses")},
-            )
-        finally:
-            for f in spool.values():
-                f.close()
+    info = {
+        "description": "generated by cpgen copypaste (Simple Copy-Paste)",
+        "version": __version__,
+        "cpgen": {"command": "copypaste", "options": options_record(options)},
+    }
+    if "info" in index.top:
+        info["source_info"] = index.top["info"]
+    coco.write(
+        out / "annotations.json",
+        info=info,
+        licenses=index.top.get("licenses") or [],
+        categories=index.categories,
+        images=lines("images"),
+        annotations=lines("annotations"),
+        extra={k: v for k, v in index.top.items() if k not in ("info", "licenses")},
+    )
     summary.broken_images = [broken[p] for p in sorted(broken)]
-    # a broken original leaves the output: its placed file too
-    if options.originals != "none":
+    if options.originals != "none":  # a broken original leaves the output: its placed file too
         for p in broken:
             rel = coco.safe_relative(index.images[p]["file_name"])
             if rel is not None:
