@@ -195,7 +195,13 @@ def copypaste(
         originals=originals,
         quality=quality,
     )
-    run_options = job.RunOptions(_workers(workers), backend, overwrite, _progress(quiet), resume)
+    run_options = job.RunOptions(
+        workers=_workers(workers),
+        backend=backend,
+        overwrite=overwrite,
+        progress=_progress(quiet),
+        resume=resume,
+    )
     check_backend(backend)
     files = _coco_files(src, ann, images, split)
     from cpgen.output import check_out_path
@@ -345,7 +351,13 @@ def cutmix(
         soft_labels=soft_labels,
     )
     run_options = job.RunOptions(
-        _workers(workers), backend, overwrite, _progress(quiet), device, batch_size, resume
+        workers=_workers(workers),
+        backend=backend,
+        overwrite=overwrite,
+        progress=_progress(quiet),
+        resume=resume,
+        device=device,
+        batch_size=batch_size,
     )
     check_backend(backend)
     if device is not None:

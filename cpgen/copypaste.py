@@ -28,7 +28,7 @@ from cpgen.ops.paste import (
     warp_mask,
 )
 from cpgen.plan import PARAMS_STREAM, CopyPasteTask, plan_copypaste, shard, task_rng
-from cpgen.runner import run_jobs
+from cpgen.runner import RunOptions, run_jobs
 from cpgen.sampling import CopyPasteParams, sample_copypaste
 
 SHARD_SIZE = 16
@@ -84,17 +84,6 @@ class CopyPasteOptions:
     @property
     def blend_sigma(self) -> float:
         return self.sigma if self.blend == "gaussian" else 0.0
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a run executes; never changes what it writes."""
-
-    workers: int = 1
-    backend: str = "loky"
-    overwrite: bool = False
-    progress: bool = False
-    resume: bool = False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from cpgen import __version__, images, output
+from cpgen import __version__, images, output, runner
 from cpgen.datasets import folders
 from cpgen.errors import UsageError
 from cpgen.ops.cutmix import Box, base_weight, paste_box, resize
@@ -116,16 +116,11 @@ class CutMixOptions:
 
 
 @dataclass(frozen=True)
-class RunOptions:
-    """How a run executes; never changes what it writes."""
+class RunOptions(runner.RunOptions):
+    """How a cutmix run executes; never changes what it writes."""
 
-    workers: int = 1
-    backend: str = "loky"
-    overwrite: bool = False
-    progress: bool = False
     device: str | None = None  # torch device for the box copies; None: numpy in the workers
     batch_size: int = 64
-    resume: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:

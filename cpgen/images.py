@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -61,12 +62,10 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    pos = 2
-    n = len(data)
-    while pos + 4 <= n:
-        if data[pos] != 0xFF:
-            return None
+def jpeg_segments(data: bytes) -> Iterator[tuple[int, int, bytes]]:
+    """(marker, offset, payload) of a JPEG's segments up to and including its first scan."""
+    pos, end = 2, len(data)
+    while pos + 4 <= end and data[pos] == 0xFF:
         marker = data[pos + 1]
         if marker == 0xFF:  # fill byte
             pos += 1
@@ -74,14 +73,23 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             pos += 2
             continue
+        if marker == 0xD9:
+            return
         length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
-        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC)
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if pos + 9 > n:
-                return None
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return width, height
+        yield marker, pos, data[pos + 4 : pos + 2 + length]
+        if marker == 0xDA:  # start of scan: entropy-coded data follows
+            return
         pos += 2 + length
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    for marker, _, payload in jpeg_segments(data):
+        # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): precision, height, width, ...
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if len(payload) < 5:
+                return None
+            height, width = struct.unpack(">HH", payload[1:5])
+            return width, height
     return None
 
 

@@ -6,11 +6,24 @@ import ctypes
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cpgen.errors import UsageError
 
 R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run executes (never what it writes): workers, backend, OUT handling, progress."""
+
+    workers: int = 1
+    backend: str = "loky"
+    overwrite: bool = False
+    progress: bool = False
+    resume: bool = False
+
 
 _worker_ready = False
 

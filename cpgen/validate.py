@@ -428,31 +428,11 @@ def check_annotation_geometry(ann: dict[str, Any], width: int, height: int) -> l
 # --------------------------------------------------------------------------------------------
 
 
-def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, bytes]]:
-    """(marker, offset, payload) of a JPEG's segments up to and including its first scan."""
-    pos, end = 2, len(data)
-    while pos + 4 <= end and data[pos] == 0xFF:
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        if marker == 0xD9:
-            return
-        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
-        yield marker, pos, data[pos + 4 : pos + 2 + length]
-        if marker == 0xDA:  # start of scan: entropy-coded data follows
-            return
-        pos += 2 + length
-
-
 def jpeg_truncated(data: bytes) -> bool:
     """True for a JPEG with no end-of-image marker after its first scan (cut off)."""
     if data[:2] != b"\xff\xd8":
         return False
-    for marker, offset, _ in _jpeg_segments(data):
+    for marker, offset, _ in images.jpeg_segments(data):
         if marker == 0xDA:
             return data.find(b"\xff\xd9", offset) < 0
     return False
@@ -462,7 +442,7 @@ def exif_orientation(data: bytes) -> int | None:
     """The EXIF orientation (1-8) of a JPEG, or None when it has none."""
     if data[:2] != b"\xff\xd8":
         return None
-    for marker, _, payload in _jpeg_segments(data):
+    for marker, _, payload in images.jpeg_segments(data):
         if marker == 0xE1 and payload[:6] == b"Exif\x00\x00":
             return _tiff_orientation(payload[6:])
     return None
