@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import sys
@@ -57,12 +58,50 @@ def default_workers() -> int:
 
 
 def check_backend(backend: str) -> None:
-    """Refuse a joblib backend name that joblib does not know (before any work starts)."""
+    """Refuse a joblib backend that joblib does not know or cannot load (before any work)."""
     from joblib.parallel import BACKENDS, EXTERNAL_BACKENDS
 
     if backend not in BACKENDS and backend not in EXTERNAL_BACKENDS:
         known = ", ".join(sorted({*BACKENDS, *EXTERNAL_BACKENDS}))
         raise UsageError(f"unknown --backend {backend!r}", hint=f"joblib knows: {known}")
+    if backend == "dask":
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            raise UsageError(
+                "--backend dask needs the 'distributed' package", hint='pip install "cpgen[dask]"'
+            ) from None
+
+
+_dask_client: Any = None
+
+
+def _ensure_dask_client(workers: int) -> None:
+    """joblib's dask backend runs on a ``distributed`` client: connect to the scheduler named
+    by ``DASK_SCHEDULER_ADDRESS`` (dask's own variable), else start a local cluster of
+    ``workers`` single-threaded processes. Once per process; closed at exit.
+
+    Workers of a remote cluster need cpgen installed and the same paths to the images and OUT.
+    """
+    global _dask_client
+    if _dask_client is not None:
+        return
+    import logging
+
+    from distributed import Client
+
+    address = os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if address:
+        _dask_client = Client(address)
+    else:
+        _dask_client = Client(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+    atexit.register(_dask_client.close)
 
 
 def run_jobs(
@@ -85,6 +124,8 @@ def run_jobs(
     results: list[R | None] = [None] * len(payloads)
     if not payloads:
         return []
+    if backend == "dask":
+        _ensure_dask_client(workers)
     bar = tqdm(desc=desc, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
     try:
         with parallel_config(backend=backend, n_jobs=workers):

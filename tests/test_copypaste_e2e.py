@@ -321,3 +321,15 @@ def test_originals_none_writes_only_generated_images(labelme3, tmp_path):
     assert all("cpgen" in r for r in data["images"])
     assert all(r["id"] > 2 for r in data["images"])
     assert not (out / "images" / "JPEGImages").exists()
+
+
+def test_dask_backend_writes_the_same_files(tmp_path):
+    pytest.importorskip("distributed", reason="the dask extra is not installed")
+    args = ["--src", str(EXAMPLES / "coco"), "--num-images", "20", "--quiet", "--originals", "copy"]
+    for name, backend in (("loky", "loky"), ("dask", "dask")):
+        result = runner.invoke(
+            app,
+            ["copypaste", *args, "--out", str(tmp_path / name), "-j", "2", "--backend", backend],
+        )
+        assert result.exit_code == 0, result.output
+    assert tree_bytes(tmp_path / "dask") == tree_bytes(tmp_path / "loky")
