@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -18,9 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench.common import interleaved_medians, report
 from cpgen import copypaste
 from cpgen.datasets import coco
-from cpgen.runner import setup_worker
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -51,33 +50,20 @@ def copypaste_run(index: coco.CocoIndex, options, workers: int) -> float:
 
 
 def bench_copypaste(src: Path, num_images: int, repeats: int) -> dict[str, float]:
-    """Floor, 1 worker and 2 workers, interleaved ``repeats`` times (medians): on a shared
-    machine drift then hits all three alike. The floor gets the same worker setup as cpgen."""
-    setup_worker()
+    """Medians of ``repeats`` interleaved rounds: the floor and cpgen with 1 and 2 workers."""
     index = coco.load(coco.find_layout(src))
     options = copypaste.CopyPasteOptions(num_images=num_images, originals="none")
     tasks = copypaste.plan(index, options)
     copypaste_floor(index, tasks[: len(index.images)], options.quality)  # warm the page cache
-    runs: dict[str, list[float]] = {"floor_s": [], "one_s": [], "two_s": []}
-    for _ in range(repeats):
-        runs["floor_s"].append(copypaste_floor(index, tasks, options.quality))
-        runs["one_s"].append(copypaste_run(index, options, 1))
-        runs["two_s"].append(copypaste_run(index, options, 2))
-    return {"outputs": num_images, **{k: statistics.median(v) for k, v in runs.items()}}
-
-
-def report(name: str, src: Path, r: dict[str, float]) -> None:
-    n = r["outputs"]
-    print(f"{name} on {src} ({n} outputs, medians)")
-    print(f"  codec floor        {n / r['floor_s']:8.1f} outputs/s  ({r['floor_s']:.2f} s)")
-    print(
-        f"  cpgen, 1 worker    {n / r['one_s']:8.1f} outputs/s  ({r['one_s']:.2f} s)"
-        f"  = {r['one_s'] / r['floor_s']:.2f}x the floor"
+    medians = interleaved_medians(
+        {
+            "floor_s": lambda: copypaste_floor(index, tasks, options.quality),
+            "one_s": lambda: copypaste_run(index, options, 1),
+            "two_s": lambda: copypaste_run(index, options, 2),
+        },
+        repeats,
     )
-    print(
-        f"  cpgen, 2 workers   {n / r['two_s']:8.1f} outputs/s  ({r['two_s']:.2f} s)"
-        f"  = {r['one_s'] / r['two_s']:.2f}x speed-up over 1 worker"
-    )
+    return {"outputs": num_images, **medians}
 
 
 def main() -> None:
@@ -97,7 +83,7 @@ def main() -> None:
     folder_src = SHARED / "hymenoptera_val"
     if not folder_src.is_dir():
         folder_src = REPO / "examples" / "folders"
-    report("cutmix", folder_src, bench_cutmix(folder_src, args.num_images))
+    report("cutmix", folder_src, bench_cutmix(folder_src, args.num_images, args.repeats))
 
 
 if __name__ == "__main__":

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from bench.common import interleaved_medians, report
 from cpgen import cutmix
 from cpgen.datasets import folders
 
@@ -56,34 +55,24 @@ def cutmix_run(index: folders.FolderIndex, options: cutmix.CutMixOptions, worker
         shutil.rmtree(out.parent)
 
 
-def _median(measure: Callable[[], float], repeats: int) -> float:
-    return statistics.median(measure() for _ in range(repeats))
-
-
 def bench_cutmix(src: Path, num_images: int, repeats: int = 3) -> dict[str, float]:
-    """Medians of ``repeats`` runs: the floor and cpgen with 1 and 2 workers; prints nothing.
+    """Medians of ``repeats`` interleaved rounds: the floor and cpgen with 1 and 2 workers.
 
-    Keys: ``outputs``, ``floor_s``, ``one_s``, ``two_s`` (seconds), ``*_per_s`` (outputs per
-    second), ``ratio_one`` (1-worker time over floor time), ``speedup_two`` (1 over 2 workers).
+    Keys: ``outputs``, ``floor_s``, ``one_s``, ``two_s`` (seconds). Prints nothing.
     """
     index = folders.load(src)
     options = cutmix.CutMixOptions(num_images=num_images)
     tasks = cutmix.plan(index, options)
     cutmix_floor(index, tasks[: len(index.files)], options.quality)  # warm the page cache
-    floor = _median(lambda: cutmix_floor(index, tasks, options.quality), repeats)
-    one = _median(lambda: cutmix_run(index, options, 1), repeats)
-    two = _median(lambda: cutmix_run(index, options, 2), repeats)
-    return {
-        "outputs": num_images,
-        "floor_s": floor,
-        "one_s": one,
-        "two_s": two,
-        "floor_per_s": num_images / floor,
-        "one_per_s": num_images / one,
-        "two_per_s": num_images / two,
-        "ratio_one": one / floor,
-        "speedup_two": one / two,
-    }
+    medians = interleaved_medians(
+        {
+            "floor_s": lambda: cutmix_floor(index, tasks, options.quality),
+            "one_s": lambda: cutmix_run(index, options, 1),
+            "two_s": lambda: cutmix_run(index, options, 2),
+        },
+        repeats,
+    )
+    return {"outputs": num_images, **medians}
 
 
 def main() -> None:
@@ -95,18 +84,7 @@ def main() -> None:
     parser.add_argument("--num-images", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    r = bench_cutmix(args.src, args.num_images, args.repeats)
-    n = r["outputs"]
-    print(f"cutmix on {args.src} ({n} outputs, medians of {args.repeats})")
-    print(f"  codec floor        {r['floor_per_s']:8.1f} outputs/s  ({r['floor_s']:.2f} s)")
-    print(
-        f"  cpgen, 1 worker    {r['one_per_s']:8.1f} outputs/s  ({r['one_s']:.2f} s)"
-        f"  = {r['ratio_one']:.2f}x the floor"
-    )
-    print(
-        f"  cpgen, 2 workers   {r['two_per_s']:8.1f} outputs/s  ({r['two_s']:.2f} s)"
-        f"  = {r['speedup_two']:.2f}x speed-up over 1 worker"
-    )
+    report("cutmix", args.src, bench_cutmix(args.src, args.num_images, args.repeats))
 
 
 if __name__ == "__main__":

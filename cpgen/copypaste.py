@@ -191,9 +191,9 @@ def copy_paste(
     annotations: list[dict[str, Any]] = []
     not_pasted: masks.Rle | None = None
     dropped = 0
-    for ann in target_anns:
-        rle = masks.segmentation_to_rle(ann["segmentation"], th, tw)
-        box = masks.bbox(rle)
+    target_rles = masks.segmentations_to_rles([a["segmentation"] for a in target_anns], th, tw)
+    target_boxes = masks.bboxes(target_rles)
+    for ann, rle, box in zip(target_anns, target_rles, target_boxes, strict=True):
         area = None
         if union is not None and _boxes_overlap(box, union_box):
             original_px = masks.area(rle)
@@ -426,7 +426,7 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
         )
         file_name = _output_name(job.gen_dir, task.index)
         data = images.encode_jpeg(generated.image, job.options.quality)
-        images.atomic_write_bytes(out / "images" / file_name, data)
+        images.write_output_image(out / "images" / file_name, data)
         p = generated.params.placement
         image_id = job.ids.image_base + task.index
         image_lines.append(
@@ -579,16 +579,25 @@ def generated_dir(index: coco.CocoIndex) -> str:
     return name
 
 
-def plan(
-    index: coco.CocoIndex, options: CopyPasteOptions, broken: Collection[int] = ()
-) -> list[CopyPasteTask]:
-    """The run's tasks over the usable images (those not in ``broken``)."""
+def usable_images(
+    index: coco.CocoIndex, broken: Collection[int] = ()
+) -> tuple[list[int], list[int]]:
+    """Positions of the usable images and of those with an instance to paste (DataError if
+    there are none)."""
     usable = [i for i in range(len(index.images)) if i not in broken]
     if not usable:
         raise DataError(f"{index.files.annotations}: no usable images")
     pasteable = [i for i in usable if any(not a["iscrowd"] for a in index.anns_by_image[i])]
     if not pasteable:
         raise DataError(f"{index.files.annotations}: no image has a non-crowd instance to paste")
+    return usable, pasteable
+
+
+def plan(
+    index: coco.CocoIndex, options: CopyPasteOptions, broken: Collection[int] = ()
+) -> list[CopyPasteTask]:
+    """The run's tasks over the usable images (those not in ``broken``)."""
+    usable, pasteable = usable_images(index, broken)
     num = options.num_images if options.num_images is not None else len(index.images)
     return plan_copypaste(usable, pasteable, num, options.seed)
 
@@ -623,7 +632,7 @@ def run(
     ``report(message)`` receives one line per skipped item (stderr in the CLI).
     """
     started = time.perf_counter()
-    plan(index, options)  # a dataset with nothing to paste fails before OUT is touched
+    usable_images(index)  # a dataset with nothing to paste fails before OUT is touched
     gen_dir = generated_dir(index)
     manifest = {
         "tool": "cpgen",

@@ -294,7 +294,7 @@ def _record_unusable(result: ShardResult, task: CutMixTask, problem: tuple[str, 
 
 def _write_output(job: CutMixShard, task: CutMixTask, mixed: images.Image) -> None:
     data = images.encode_jpeg(mixed, job.options.quality)
-    images.atomic_write_bytes(Path(job.out) / output_name(task.index), data)
+    images.write_output_image(Path(job.out) / output_name(task.index), data)
 
 
 def _row(job: CutMixShard, task: CutMixTask, prepared: Prepared) -> list[Any]:

@@ -202,6 +202,19 @@ def encode_jpeg(image: Image, quality: int) -> bytes:
     return buf.tobytes()
 
 
+def write_output_image(path: Path, data: bytes) -> None:
+    """Write a generated image in place (no temp file: creating one costs ~0.3 ms an image).
+
+    This is safe because of the shard protocol: a shard's marker is written after all its
+    images, so an image cut short by a kill belongs to an unfinished shard, which ``--resume``
+    writes again; and the dataset's index (``annotations.json``, ``labels.csv``) appears only
+    once every shard is done.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        f.write(data)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)

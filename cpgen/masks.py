@@ -113,6 +113,36 @@ def rle_string_counts(counts: str) -> list[int] | None:
     return runs
 
 
+def segmentations_to_rles(segmentations: Sequence[Any], height: int, width: int) -> list[Rle]:
+    """``segmentation_to_rle`` of many segmentations of one image, polygons in one call."""
+    parts: list[list[float]] = []
+    owners: list[int] = []
+    for k, seg in enumerate(segmentations):
+        if isinstance(seg, list):
+            parts.extend(list(p) for p in seg)
+            owners.extend([k] * len(seg))
+    pieces: list[list[Rle]] = [[] for _ in segmentations]
+    if parts:
+        for k, rle in zip(owners, cocomask.frPyObjects(parts, height, width), strict=True):
+            pieces[k].append(rle)
+    rles = []
+    for seg, own in zip(segmentations, pieces, strict=True):
+        if not isinstance(seg, list):
+            rles.append(segmentation_to_rle(seg, height, width))
+        elif not own:
+            rles.append(empty_rle(height, width))
+        else:
+            rles.append(own[0] if len(own) == 1 else cocomask.merge(own))
+    return rles
+
+
+def bboxes(rles: Sequence[Rle]) -> list[list[int]]:
+    """``bbox`` of many RLEs in one call."""
+    if not rles:
+        return []
+    return cocomask.toBbox(list(rles)).astype(int).tolist()
+
+
 def empty_rle(height: int, width: int) -> Rle:
     return encode(np.zeros((height, width), dtype=np.uint8, order="F"))
 

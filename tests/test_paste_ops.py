@@ -190,3 +190,20 @@ def test_rle_string_whose_runs_do_not_cover_the_image_is_refused():
         masks.segmentation_to_rle({"size": [5, 5], "counts": counts}, 5, 5)
     with pytest.raises(masks.MaskError, match="does not decode"):
         masks.segmentation_to_rle({"size": [5, 5], "counts": "P"}, 5, 5)
+
+
+def test_batched_segmentations_decode_like_one_by_one():
+    mask = np.zeros((30, 40), np.uint8)
+    mask[3:9, 5:25] = 1
+    segmentations = [
+        [square(1, 1, 10, 8)],
+        [square(20, 2, 5, 5), square(30, 10, 6, 12)],  # two parts
+        masks.rle_to_json(masks.encode(mask)),
+        {"counts": rle_counts(mask), "size": [30, 40]},
+        [[-5.0, -5.0, 45.0, -5.0, 45.0, 2.5]],  # partly outside the frame
+    ]
+    batched = masks.segmentations_to_rles(segmentations, 30, 40)
+    for seg, rle in zip(segmentations, batched, strict=True):
+        alone = masks.segmentation_to_rle(seg, 30, 40)
+        assert np.array_equal(masks.decode(rle), masks.decode(alone))
+    assert masks.bboxes(batched) == [masks.bbox(r) for r in batched]
