@@ -8,6 +8,7 @@ everything else (planning, pasting, masks, JSON, workers). Figures are medians o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -53,6 +54,7 @@ def bench_copypaste(src: Path, num_images: int, repeats: int) -> dict[str, float
     """Medians of ``repeats`` interleaved rounds: the floor and cpgen with 1 and 2 workers."""
     index = coco.load(coco.find_layout(src))
     options = copypaste.CopyPasteOptions(num_images=num_images, originals="none")
+    gaussian = dataclasses.replace(options, blend="gaussian")
     tasks = copypaste.plan(index, options)
     copypaste_floor(index, tasks[: len(index.images)], options.quality)  # warm the page cache
     medians = interleaved_medians(
@@ -60,6 +62,7 @@ def bench_copypaste(src: Path, num_images: int, repeats: int) -> dict[str, float
             "floor_s": lambda: copypaste_floor(index, tasks, options.quality),
             "one_s": lambda: copypaste_run(index, options, 1),
             "two_s": lambda: copypaste_run(index, options, 2),
+            "gaussian_s": lambda: copypaste_run(index, gaussian, 1),
         },
         repeats,
     )
@@ -75,7 +78,12 @@ def main() -> None:
     if not coco_src.is_dir():
         coco_src = REPO / "examples" / "coco"
         print(f"(../shared/data absent: using {coco_src})", file=sys.stderr)
-    report("copypaste", coco_src, bench_copypaste(coco_src, args.num_images, args.repeats))
+    result = bench_copypaste(coco_src, args.num_images, args.repeats)
+    report("copypaste", coco_src, result)
+    print(
+        f"  --blend gaussian, 1 worker {args.num_images / result['gaussian_s']:8.1f} outputs/s"
+        f"  = {result['gaussian_s'] / result['floor_s']:.2f}x the floor"
+    )
     try:
         from bench.cutmix_bench import bench_cutmix
     except ImportError:

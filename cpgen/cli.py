@@ -144,7 +144,13 @@ def copypaste(
         typer.Option(help="Scale range MIN MAX, relative to fitting the source in the target."),
     ] = (0.1, 2.0),
     hflip: Annotated[float, typer.Option(help="Probability of flipping the source.")] = 0.5,
-    blend: Annotated[str, typer.Option(help="Edge blending: gaussian or none.")] = "gaussian",
+    blend: Annotated[
+        str,
+        typer.Option(
+            help="Edge blending: none (the paper found blending makes no difference) or "
+            "gaussian (edges softened inside the masks by --sigma)."
+        ),
+    ] = "none",
     sigma: Annotated[float, typer.Option(help="Gaussian blend sigma in pixels.")] = 1.0,
     min_visible_px: Annotated[
         int,

@@ -43,7 +43,7 @@ class CopyPasteOptions:
     max_paste: int = 20
     scale: tuple[float, float] = (0.1, 2.0)
     hflip: float = 0.5
-    blend: str = "gaussian"
+    blend: str = "none"
     sigma: float = 1.0
     min_visible_px: int = 10
     min_visible_frac: float = 0.1

@@ -36,14 +36,14 @@ def mask_of(ann: dict[str, Any], image: dict[str, Any]) -> np.ndarray:
     return masks.decode(rle).astype(bool)
 
 
-def check_contract(
-    src: Path, out: Path, images_subdir: str = "images", sigma: float = 1.0
-) -> dict[str, int]:
+def check_contract(src: Path, out: Path, images_subdir: str = "images") -> dict[str, int]:
     """Assert DESIGN.md's copy-paste output contract; return counts of what was checked."""
     source = load_json(src / "annotations.json")
     data = load_json(out / "annotations.json")
     assert data["categories"] == source["categories"]
     assert data["info"]["cpgen"]["command"] == "copypaste"
+    recorded = data["info"]["cpgen"]["options"]  # regenerate with the options the run used
+    sigma = recorded["sigma"] if recorded["blend"] == "gaussian" else 0.0
     assert data["licenses"] == source.get("licenses", [])
 
     image_ids = [r["id"] for r in data["images"]]
@@ -247,7 +247,19 @@ def test_generated_segmentations_are_compressed_rle_strings(tiny80_out):
 
 def test_labelme_subfolders_and_zero_based_ids(labelme3, tmp_path):
     out = tmp_path / "aug"
-    run_copypaste(labelme3, out, "--num-images", "6", "-j", "1", "--quiet")
+    run_copypaste(
+        labelme3,
+        out,
+        "--num-images",
+        "6",
+        "-j",
+        "1",
+        "--quiet",
+        "--blend",
+        "gaussian",
+        "--sigma",
+        "2",
+    )
     counts = check_contract(labelme3, out)
     assert counts["generated"] == 6 and counts["originals"] == 3
     check_cocoeval_self_ap(out)
