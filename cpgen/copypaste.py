@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -649,15 +649,17 @@ def run(
         out, manifest, overwrite=run_options.overwrite, resume=run_options.resume
     )
 
-    def execute(payloads: list[Any], job: Any) -> None:
+    def execute(payloads: list[Any], job: Any, desc: str, size: Callable[[Any], int]) -> None:
         run_jobs(
             job,
             [p for p in payloads if p.number not in finished],
             workers=run_options.workers,
             backend=run_options.backend,
             progress=run_options.progress,
-            desc="copypaste",
+            desc=desc,
             on_result=lambda r: r.done,
+            total=sum(size(p) for p in payloads),
+            initial=sum(size(p) for p in payloads if p.number in finished),
         )
 
     # phase 1: check every image's header, place the originals, recompute their areas and boxes
@@ -674,7 +676,7 @@ def run(
                 str(out),
             )
         )
-    execute(originals, run_originals_shard)
+    execute(originals, run_originals_shard, "checking images", lambda p: len(p.images))
     broken = {int(p) for s in range(len(originals)) for p in _read_shard(out, s)["broken"]}
 
     # phase 2: generate from the usable images only
@@ -702,7 +704,7 @@ def run(
                 ids,
             )
         )
-    execute(generate, run_generate_shard)
+    execute(generate, run_generate_shard, "copypaste", lambda p: len(p.tasks))
     payloads = originals + generate
     summary = merge(index, out, options, len(payloads))
     summary.seconds = round(time.perf_counter() - started, 3)

@@ -533,6 +533,8 @@ def run(
             progress=run_options.progress,
             desc="cutmix",
             on_result=lambda r: len(payloads[r.number].tasks),
+            total=len(tasks),
+            initial=sum(len(p.tasks) for p in payloads if p.number in finished),
         )
     else:
         run_device(pending, run_options)

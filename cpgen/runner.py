@@ -113,10 +113,13 @@ def run_jobs(
     progress: bool,
     desc: str,
     on_result: Callable[[R], int] | None = None,
+    total: int | None = None,
+    initial: int = 0,
 ) -> list[R]:
     """Run ``job`` on every payload; results come back in payload order.
 
-    ``on_result`` returns how many items a finished job did, for the progress bar.
+    ``on_result`` returns how many items a finished job did, for the progress bar, which counts
+    to ``total`` from ``initial`` (items done before, by a run being resumed).
     """
     from joblib import Parallel, delayed, parallel_config
     from tqdm import tqdm
@@ -126,7 +129,15 @@ def run_jobs(
         return []
     if backend == "dask":
         _ensure_dask_client(workers)
-    bar = tqdm(desc=desc, unit="img", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        desc=desc,
+        total=total,
+        initial=initial,
+        unit="img",
+        file=sys.stderr,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         with parallel_config(backend=backend, n_jobs=workers):
             stream = Parallel(return_as="generator_unordered")(
