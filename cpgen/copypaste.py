@@ -648,6 +648,9 @@ def run(
     finished = output.begin_run(
         out, manifest, overwrite=run_options.overwrite, resume=run_options.resume
     )
+    if report is not None:  # problems of the annotation file, before the long part
+        for problem, where in index.problems:
+            report(f"warning: {problem}: {where}")
 
     def execute(payloads: list[Any], job: Any, desc: str, size: Callable[[Any], int]) -> None:
         run_jobs(
@@ -705,13 +708,10 @@ def run(
             )
         )
     execute(generate, run_generate_shard, "copypaste", lambda p: len(p.tasks))
-    payloads = originals + generate
-    summary = merge(index, out, options, len(payloads))
+    summary = merge(index, out, options, len(originals) + len(generate))
     summary.seconds = round(time.perf_counter() - started, 3)
     output.write_manifest(out, {**manifest, "state": "done", "summary": summary.to_json()})
     if report is not None:
-        for problem, where in index.problems:
-            report(f"warning: {problem}: {where}")
         for name in summary.broken_images:
             report(f"skipped image {name}")
     return summary
