@@ -42,6 +42,8 @@ def check_contract(src: Path, out: Path, images_subdir: str = "images") -> dict[
     data = load_json(out / "annotations.json")
     assert data["categories"] == source["categories"]
     assert data["info"]["cpgen"]["command"] == "copypaste"
+    assert data["info"]["cpgen"]["tool"] == "cpgen"
+    assert data["info"]["cpgen"]["options"]["seed"] == 0
     recorded = data["info"]["cpgen"]["options"]  # regenerate with the options the run used
     sigma = recorded["sigma"] if recorded["blend"] == "gaussian" else 0.0
     assert data["licenses"] == source.get("licenses", [])
