@@ -518,10 +518,6 @@ def _write_shard(
     output.atomic_write_text(output.shard_path(out, number), output.dumps(status))
 
 
-def _read_shard(out: Path, number: int) -> dict[str, Any]:
-    return coco.read_json(output.shard_path(out, number))
-
-
 # ---------------------------------------------------------------------------------------------
 # The whole run
 
@@ -680,7 +676,7 @@ def run(
             )
         )
     execute(originals, run_originals_shard, "checking images", lambda p: len(p.images))
-    broken = {int(p) for s in range(len(originals)) for p in _read_shard(out, s)["broken"]}
+    broken = {int(p) for s in range(len(originals)) for p in output.read_shard(out, s)["broken"]}
 
     # phase 2: generate from the usable images only
     tasks = plan(index, options, broken)
@@ -736,7 +732,7 @@ def merge(index: coco.CocoIndex, out: Path, options: CopyPasteOptions, num_shard
     broken: dict[int, str] = {}
     kinds = []
     for number in range(num_shards):
-        status = _read_shard(out, number)
+        status = output.read_shard(out, number)
         kinds.append(status["kind"])
         broken.update({int(k): v for k, v in status["broken"].items()})
         summary.skipped_outputs += len(status["skipped"])

@@ -403,11 +403,6 @@ def _write_shard(out: Path, number: int, rows: list[list[Any]], result: ShardRes
     output.atomic_write_text(output.shard_path(out, number), output.dumps(content))
 
 
-def _read_shard(out: Path, number: int) -> dict[str, Any]:
-    with output.shard_path(out, number).open("rb") as f:
-        return json.load(f)
-
-
 # ---------------------------------------------------------------------------------------------
 # The whole run
 
@@ -570,7 +565,7 @@ def merge(
 
     def rows() -> Iterator[list[Any]]:
         for number in range(num_shards):
-            data = _read_shard(out, number)
+            data = output.read_shard(out, number)
             for rel, reason in data["broken"].items():
                 broken.setdefault(rel, reason)
             summary.skipped_outputs += len(data["skipped"])

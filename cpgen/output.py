@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from cpgen.errors import UsageError
+from cpgen.errors import DataError, UsageError
 
 STATE_DIR = ".cpgen"
 MANIFEST = "manifest.json"
@@ -112,6 +112,15 @@ def file_digest(path: Path) -> str:
 def shard_path(out: Path, number: int) -> Path:
     """A shard's result file: written last, after its images, so it marks the shard done."""
     return out / STATE_DIR / SHARDS / f"{number:06d}.json"
+
+
+def read_shard(out: Path, number: int) -> dict[str, Any]:
+    """A finished shard's status file (written atomically, so complete when present)."""
+    path = shard_path(out, number)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}", hint="start again with --overwrite") from None
 
 
 def begin_run(out: Path, manifest: dict[str, Any], *, overwrite: bool, resume: bool) -> set[int]:

@@ -159,12 +159,3 @@ def keep_occluded(
     if frac >= 0.5:
         return True
     return visible_px >= min_visible_px and frac >= min_visible_frac
-
-
-def box_of(mask: Mask) -> tuple[int, int, int, int] | None:
-    """Tight ``(x, y, w, h)`` of the non-zero pixels, or None for an empty mask."""
-    points = cv2.findNonZero(mask)
-    if points is None:
-        return None
-    x, y, w, h = cv2.boundingRect(points)
-    return int(x), int(y), int(w), int(h)
