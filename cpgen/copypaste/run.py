@@ -1,0 +1,252 @@
+"""The whole run: plan, originals then generated shards, merge, summary.
+
+read + validate (datasets.coco) -> plan (plan.py) -> shards in workers (shard.py) -> merge
+-> summary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpgen import __version__, output
+from cpgen.copypaste.options import CopyPasteOptions, options_record
+from cpgen.copypaste.shard import (
+    GenerateShard,
+    OriginalsShard,
+    OutputIds,
+    part_path,
+    run_generate_shard,
+    run_originals_shard,
+)
+from cpgen.copypaste.sources import refs, usable_images
+from cpgen.datasets import coco
+from cpgen.plan import CopyPasteTask, plan_copypaste, shard
+from cpgen.runner import RunOptions, run_jobs
+
+SHARD_SIZE = 16
+
+
+@dataclass
+class Summary:
+    """What a run did; printed as one line, or as one JSON object with ``--json``."""
+
+    command: str
+    out: str
+    annotations: str
+    images: int = 0
+    generated: int = 0
+    generated_annotations: int = 0
+    pasted_instances: int = 0
+    dropped_target_annotations: int = 0
+    originals: int = 0
+    skipped_outputs: int = 0
+    broken_images: list[str] = field(default_factory=list)
+    skipped_annotations: int = 0
+    seconds: float = 0.0
+
+    @property
+    def skipped_items(self) -> int:
+        return self.skipped_outputs + len(self.broken_images) + self.skipped_annotations
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "skipped_items": self.skipped_items}
+
+    def line(self) -> str:
+        text = (
+            f"cpgen {self.command}: {self.generated} images generated "
+            f"({self.pasted_instances} instances pasted, {self.dropped_target_annotations} "
+            f"hidden target annotations dropped), {self.originals} originals kept, "
+            f"in {self.seconds:.1f} s -> {self.annotations}"
+        )
+        if self.skipped_items:
+            text += (
+                f"; skipped: {self.skipped_outputs} outputs, {len(self.broken_images)} broken "
+                f"images, {self.skipped_annotations} annotations"
+            )
+        return text
+
+
+def generated_dir(index: coco.CocoIndex) -> str:
+    """A folder name for generated images that no original file_name starts with."""
+    taken = {
+        n.split("/", 1)[0].lower()
+        for n in (r["file_name"].replace("\\", "/") for r in index.images)
+    }
+    name, k = "cpgen", 0
+    while name.lower() in taken:
+        k += 1
+        name = f"cpgen-{k}"
+    return name
+
+
+def plan(
+    index: coco.CocoIndex, options: CopyPasteOptions, broken: Collection[int] = ()
+) -> list[CopyPasteTask]:
+    """The run's tasks over the usable images (those not in ``broken``)."""
+    usable, pasteable = usable_images(index, broken)
+    num = options.num_images if options.num_images is not None else len(index.images)
+    return plan_copypaste(usable, pasteable, num, options.seed)
+
+
+def run(
+    index: coco.CocoIndex,
+    out: Path,
+    options: CopyPasteOptions,
+    run_options: RunOptions,
+    report: Any = None,
+) -> Summary:
+    """Generate the dataset into ``out`` and return the summary.
+
+    ``report(message)`` receives one line per skipped item (stderr in the CLI).
+    """
+    started = time.perf_counter()
+    usable_images(index)  # a dataset with nothing to paste fails before OUT is touched
+    gen_dir = generated_dir(index)
+    manifest = {
+        "tool": "cpgen",
+        "version": __version__,
+        "command": "copypaste",
+        "source": {
+            "annotations": str(index.files.annotations.resolve()),
+            "images": str(index.files.images.resolve()),
+            "sha256": output.file_digest(index.files.annotations),
+        },
+        "options": options_record(options),
+    }
+    finished = output.begin_run(
+        out, manifest, overwrite=run_options.overwrite, resume=run_options.resume
+    )
+    if report is not None:  # problems of the annotation file, before the long part
+        for problem, where in index.problems:
+            report(f"warning: {problem}: {where}")
+
+    def execute(payloads: list[Any], job: Any, desc: str, size: Callable[[Any], int]) -> None:
+        run_jobs(
+            job,
+            [p for p in payloads if p.number not in finished],
+            workers=run_options.workers,
+            backend=run_options.backend,
+            progress=run_options.progress,
+            desc=desc,
+            on_result=lambda r: r.done,
+            total=sum(size(p) for p in payloads),
+            initial=sum(size(p) for p in payloads if p.number in finished),
+        )
+
+    # phase 1: check every image's header, place the originals, recompute their areas and boxes
+    originals = []
+    for chunk in shard(range(len(index.images)), 64):
+        originals.append(
+            OriginalsShard(
+                len(originals),
+                list(refs(index, chunk).values()),
+                {p: index.anns_by_image[p] for p in chunk},
+                options.originals,
+                {p: index.images[p] for p in chunk},
+                str(index.files.images),
+                str(out),
+            )
+        )
+    execute(originals, run_originals_shard, "checking images", lambda p: len(p.images))
+    broken = {int(p) for s in range(len(originals)) for p in output.read_shard(out, s)["broken"]}
+
+    # phase 2: generate from the usable images only
+    tasks = plan(index, options, broken)
+    first_generate = len(originals)
+    most_annotations = max((len(a) for a in index.anns_by_image), default=0)
+    ids = OutputIds(
+        index.max_image_id() + 1,
+        index.max_annotation_id() + 1,
+        most_annotations + min(options.max_paste, most_annotations),
+    )
+    generate = []
+    for chunk in shard(tasks, SHARD_SIZE):
+        touched = {t.target for t in chunk} | {t.source for t in chunk}
+        generate.append(
+            GenerateShard(
+                first_generate + len(generate),
+                chunk,
+                refs(index, touched),
+                {p: index.anns_by_image[p] for p in touched},
+                options,
+                str(index.files.images),
+                str(out),
+                gen_dir,
+                ids,
+            )
+        )
+    execute(generate, run_generate_shard, "copypaste", lambda p: len(p.tasks))
+    summary = merge(index, out, options, len(originals) + len(generate))
+    summary.seconds = round(time.perf_counter() - started, 3)
+    output.write_manifest(out, {**manifest, "state": "done", "summary": summary.to_json()})
+    if report is not None:
+        for name in summary.broken_images:
+            report(f"skipped image {name}")
+    return summary
+
+
+def merge(index: coco.CocoIndex, out: Path, options: CopyPasteOptions, num_shards: int) -> Summary:
+    """Write ``annotations.json`` atomically from the shards' JSON lines, in shard order.
+
+    Workers assigned every id, so this only joins text; originals found broken by any shard
+    (even a later one) are left out, with their placed files.
+    """
+    summary = Summary("copypaste", str(out), str(out / "annotations.json"))
+    summary.skipped_annotations = sum(
+        1 for problem, _ in index.problems if not problem.startswith("polygon parts dropped")
+    )
+    broken: dict[int, str] = {}
+    kinds = []
+    for number in range(num_shards):
+        status = output.read_shard(out, number)
+        kinds.append(status["kind"])
+        broken.update({int(k): v for k, v in status["broken"].items()})
+        summary.skipped_outputs += len(status["skipped"])
+        for key, value in status["counts"].items():
+            setattr(summary, key, getattr(summary, key) + value)
+
+    def lines(part: str) -> Iterator[str]:
+        for kind in ("originals", "generated"):
+            for number in (n for n in range(num_shards) if kinds[n] == kind):
+                with part_path(out, number, part).open(encoding="utf-8") as f:
+                    for line in f:
+                        if kind == "originals":
+                            position, _, line = line.partition("\t")
+                            if int(position) in broken:
+                                continue
+                            summary.originals += part == "images"
+                        yield line.rstrip("\n")
+
+    info = {
+        "description": "generated by cpgen copypaste (Simple Copy-Paste)",
+        "version": __version__,
+        "cpgen": {
+            "tool": "cpgen",
+            "version": __version__,
+            "command": "copypaste",
+            "options": options_record(options),
+        },
+    }
+    if "info" in index.top:
+        info["source_info"] = index.top["info"]
+    coco.write(
+        out / "annotations.json",
+        info=info,
+        licenses=index.top.get("licenses") or [],
+        categories=index.categories,
+        images=lines("images"),
+        annotations=lines("annotations"),
+        extra={k: v for k, v in index.top.items() if k not in ("info", "licenses")},
+    )
+    summary.broken_images = [broken[p] for p in sorted(broken)]
+    if options.originals != "none":  # a broken original leaves the output: its placed file too
+        for p in broken:
+            rel = coco.safe_relative(index.images[p]["file_name"])
+            if rel is not None:
+                (out / "images" / rel).unlink(missing_ok=True)
+    summary.images = summary.originals + summary.generated
+    return summary
