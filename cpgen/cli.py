@@ -176,13 +176,78 @@ def copypaste(
         ),
     ] = "link",
     quality: QualityOpt = 95,
+    paste_by: Annotated[
+        str,
+        typer.Option(
+            help="mask: paste each instance's mask (its box where it has no segmentation, as in "
+            "a detection dataset); box: paste box rectangles even where masks exist.",
+        ),
+    ] = "mask",
+    backgrounds: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of background photos (searched recursively; EXIF orientation applied): "
+            "outputs on one take its size and carry only pasted instances.",
+            show_default=False,
+        ),
+    ] = None,
+    backgrounds_frac: Annotated[
+        float | None,
+        typer.Option(
+            help="Fraction of outputs put on --backgrounds, drawn per output (default 1).",
+            show_default=False,
+        ),
+    ] = None,
+    paste_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Paste instances of this second dataset (an object pool; same layouts as "
+            "--src) onto the first; categories are matched by name, new ones appended.",
+            show_default=False,
+        ),
+    ] = None,
+    paste_ann: Annotated[
+        Path | None,
+        typer.Option(help="Object pool's COCO file (with --paste-images).", show_default=False),
+    ] = None,
+    paste_images: Annotated[
+        Path | None,
+        typer.Option(help="Object pool's image folder (with --paste-ann).", show_default=False),
+    ] = None,
+    categories: Annotated[
+        str | None,
+        typer.Option(
+            help="Paste only these categories: names or ids, comma-separated (e.g. "
+            "person,dog); targets keep all their annotations.",
+            show_default=False,
+        ),
+    ] = None,
+    balance: Annotated[
+        str,
+        typer.Option(
+            help="none, or category: each output draws a category uniformly, then a source "
+            "holding it, and pastes only instances of it (rare classes get pasted as often as "
+            "common ones).",
+        ),
+    ] = "none",
+    rotate: Annotated[
+        float,
+        typer.Option(
+            help="Rotate the pasted instances together by an angle uniform in "
+            "[-ROTATE, ROTATE] degrees (0: no rotation).",
+        ),
+    ] = 0.0,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Simple Copy-Paste: paste instances of one image onto another; write images + COCO JSON."""
+    """Simple Copy-Paste: paste instances of one image onto another; write images + COCO JSON.
+
+    Example: cpgen copypaste --src coco/ -o out/ --paste-from pool/ --categories dog
+    --balance category --backgrounds photos/ --backgrounds-frac 0.3 --rotate 15
+    """
     from cpgen import copypaste as job
     from cpgen.datasets import coco
     from cpgen.runner import check_backend
@@ -200,6 +265,15 @@ def copypaste(
         mask_format=mask_format,
         originals=originals,
         quality=quality,
+        paste_by=paste_by,
+        backgrounds=None if backgrounds is None else str(backgrounds),
+        backgrounds_frac=backgrounds_frac,
+        paste_from=None if paste_from is None else str(paste_from),
+        paste_ann=None if paste_ann is None else str(paste_ann),
+        paste_images=None if paste_images is None else str(paste_images),
+        categories=None if categories is None else tuple(categories.split(",")),
+        balance=balance,
+        rotate=rotate,
     )
     run_options = job.RunOptions(
         workers=_workers(workers),
@@ -212,13 +286,19 @@ def copypaste(
     files = _coco_files(src, ann, images, split)
     from cpgen.output import check_out_path
 
-    check_out_path(out, [src if src is not None else files.images])
+    extra_inputs = [Path(p) for p in (options.paste_from, options.paste_images) if p is not None]
+    if backgrounds is not None:
+        extra_inputs.append(backgrounds)
+    check_out_path(out, [src if src is not None else files.images, *extra_inputs])
     index = coco.load(files)
     if dry_run:
         broken = job.check_images(index)
         for reason in broken.values():
             _stderr(f"would skip image {reason}")
-        _print_plan(index, job.plan(index, options, broken), as_json)
+        inputs = job.prepare(index, options)
+        for reason in inputs.broken:
+            _stderr(f"would skip image {reason}")
+        _print_plan(inputs, job.plan(index, options, broken, inputs), as_json)
         return
     summary = job.run(index, out, options, run_options, report=_stderr)
     _finish(summary, as_json, quiet)
@@ -400,12 +480,14 @@ def _coco_files(src: Path | None, ann: Path | None, images: Path | None, split: 
     return coco.CocoFiles(ann, images)
 
 
-def _print_plan(index: Any, tasks: list[Any], as_json: bool) -> None:
+def _print_plan(inputs: Any, tasks: list[Any], as_json: bool) -> None:
     rows = [
         {
             "index": t.index,
-            "target": index.images[t.target]["file_name"],
-            "source": index.images[t.source]["file_name"],
+            "target": inputs.index.images[t.target]["file_name"]
+            if t.background is None
+            else f"background:{inputs.backgrounds[t.background]}",
+            "source": inputs.source_index.images[t.source]["file_name"],
             "seed": t.seed,
         }
         for t in tasks

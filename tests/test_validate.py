@@ -178,7 +178,7 @@ def _polygon_part_short(root: Path, data: dict[str, Any]) -> None:
 
 
 def _empty_mask(root: Path, data: dict[str, Any]) -> None:
-    data["annotations"][0]["segmentation"] = []
+    data["annotations"][0]["segmentation"] = [[4.0, 4.0, 9.0, 4.0, 9.0, 4.0]]  # a flat line
     data["annotations"][2]["segmentation"] = [[3.0, 3.0, 3.0, 3.0, 3.0, 3.0]]
 
 

@@ -9,6 +9,7 @@ composing each output with ``compose`` from the pixels ``sources`` reads) -> mer
 from __future__ import annotations
 
 from cpgen.copypaste.compose import Generated, copy_paste, draw_params, source_reduction
+from cpgen.copypaste.inputs import Inputs, prepare
 from cpgen.copypaste.options import CopyPasteOptions, options_record
 from cpgen.copypaste.run import Summary, generated_dir, merge, plan, run
 from cpgen.copypaste.shard import (
@@ -27,6 +28,7 @@ __all__ = [
     "Generated",
     "GenerateShard",
     "ImageRef",
+    "Inputs",
     "OriginalsShard",
     "OutputIds",
     "RunOptions",
@@ -40,6 +42,7 @@ __all__ = [
     "merge",
     "options_record",
     "plan",
+    "prepare",
     "run",
     "run_generate_shard",
     "run_originals_shard",

@@ -14,8 +14,8 @@ import numpy as np
 
 from cpgen import images, masks
 from cpgen.copypaste.options import CopyPasteOptions
+from cpgen.copypaste.sources import Selection, target_segmentation
 from cpgen.ops.paste import (
-    Placement,
     blur_radius,
     composite,
     keep_occluded,
@@ -44,12 +44,28 @@ def draw_params(
     source_size: tuple[int, int],
     target_size: tuple[int, int],
     options: CopyPasteOptions,
+    selection: Selection | None = None,
+    category: int | None = None,
 ) -> CopyPasteParams:
-    """The task's paste parameters, drawn from its own generator (sizes are (width, height))."""
-    count = sum(1 for a in source_anns if not a["iscrowd"])
+    """The task's paste parameters, drawn from its own generator (sizes are (width, height)).
+
+    With ``category`` (``--balance category``) the drawn subset holds only instances of it.
+    """
+    pasteable = (selection or Selection()).pasteable(source_anns)
+    required = None
+    if category is not None:
+        required = [i for i, a in enumerate(pasteable) if a["category_id"] == category]
     rng = task_rng(task_seed, PARAMS_STREAM)
     return sample_copypaste(
-        rng, count, source_size, target_size, options.max_paste, options.scale, options.hflip
+        rng,
+        len(pasteable),
+        source_size,
+        target_size,
+        options.max_paste,
+        options.scale,
+        options.hflip,
+        required,
+        options.rotate,
     )
 
 
@@ -74,6 +90,7 @@ def copy_paste(
     options: CopyPasteOptions,
     source_size: tuple[int, int] | None = None,
     reduction: int = 1,
+    selection: Selection | None = None,
 ) -> Generated:
     """Paste the drawn subset of the source's non-crowd instances onto the target.
 
@@ -81,17 +98,19 @@ def copy_paste(
     ``reduction`` times smaller than its ``source_size`` (width, height); masks always come from
     the full-size annotations. Annotations are full records: the target's (occluded, possibly
     dropped) then the pasted ones, each with its ``cpgen`` provenance; ``id`` and ``image_id``
-    are left for the merge to assign.
+    are left for the merge to assign. ``selection`` says which source instances can be pasted
+    and how (default: every non-crowd one, by its mask).
     """
     th, tw = target.shape[:2]
     sw, sh = source_size if source_size is not None else (source.shape[1], source.shape[0])
-    pasteable = [a for a in source_anns if not a["iscrowd"]]
+    selection = selection or Selection()
+    pasteable = selection.pasteable(source_anns)
     placement = params.placement
 
     pasted: list[tuple[dict[str, Any], masks.Rle, int]] = []
     for pos in params.instances:
         ann = pasteable[pos]
-        seg = ann["segmentation"]
+        seg = selection.source_segmentation(ann, sh, sw)
         if isinstance(seg, list):
             rle = masks.polygons_to_rle([placement.polygon(p) for p in seg], th, tw)
         else:
@@ -110,16 +129,9 @@ def copy_paste(
         rect = padded_rect(union_box, blur_radius(options.blend_sigma), tw, th)
         x, y, w, h = rect
         crop_mask = np.ascontiguousarray(masks.decode(union)[y : y + h, x : x + w])
-        pixels_placement = Placement(
-            placement.flip,
-            placement.scale * reduction,
-            placement.offset_x,
-            placement.offset_y,
-            placement.source_width / reduction,
-        )
         composite(
             target,
-            warp_crop(source, pixels_placement, rect),
+            warp_crop(source, placement.reduced(reduction), rect),
             crop_mask,
             rect,
             options.blend_sigma,
@@ -128,7 +140,9 @@ def copy_paste(
     annotations: list[dict[str, Any]] = []
     not_pasted: masks.Rle | None = None
     dropped = 0
-    target_rles = masks.segmentations_to_rles([a["segmentation"] for a in target_anns], th, tw)
+    target_rles = masks.segmentations_to_rles(
+        [target_segmentation(a, th, tw) for a in target_anns], th, tw
+    )
     target_boxes = masks.bboxes(target_rles)
     for ann, rle, box in zip(target_anns, target_rles, target_boxes, strict=True):
         area = None
@@ -147,7 +161,11 @@ def copy_paste(
                 rle, box = visible, masks.bbox(visible)
         annotations.append(_annotation(ann, rle, "target", options.mask_format, area, box))
     for ann, rle, area in pasted:
-        annotations.append(_annotation(ann, rle, "source", options.mask_format, area))
+        record = _annotation(ann, rle, "source", options.mask_format, area)
+        if selection.dataset is not None:
+            record["category_id"] = selection.output_category(ann["category_id"])
+            record["cpgen"]["dataset"] = selection.dataset
+        annotations.append(record)
     drawn_ids = [pasteable[i]["id"] for i in params.instances]
     return Generated(target, annotations, params, drawn_ids, dropped)
 
@@ -174,20 +192,22 @@ def _annotation(
 ) -> dict[str, Any]:
     """An output record: the original's keys, new mask, area and box, and provenance.
 
-    ``area`` and ``box`` are the mask's when the caller already has them.
+    ``area`` and ``box`` are the mask's when the caller already has them. A box-only
+    annotation keeps its segmentation as it came (missing, null or []).
     """
-    segmentation: Any = masks.rle_to_json(rle)
-    if mask_format == "polygon" and not ann["iscrowd"]:
+    box_only = masks.is_box_only(ann)
+    segmentation: Any = None if box_only else masks.rle_to_json(rle)
+    if mask_format == "polygon" and not ann["iscrowd"] and not box_only:
         h, w = rle["size"]
         parts = masks.mask_to_polygons(masks.decode(rle))
         as_polygon = masks.polygons_to_rle(parts, h, w) if parts else None
         if as_polygon is not None and masks.area(as_polygon) > 0:
             segmentation, rle, area, box = parts, as_polygon, None, None
     record = {k: v for k, v in ann.items() if k not in ("id", "image_id", "cpgen")}
+    record.update(id=None, image_id=None)
+    if not box_only:
+        record["segmentation"] = segmentation
     record.update(
-        id=None,
-        image_id=None,
-        segmentation=segmentation,
         area=masks.area(rle) if area is None else area,
         bbox=masks.bbox(rle) if box is None else box,
         iscrowd=ann["iscrowd"],

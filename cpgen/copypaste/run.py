@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cpgen import __version__, output
+from cpgen.copypaste.inputs import Inputs, prepare
 from cpgen.copypaste.options import CopyPasteOptions, options_record
 from cpgen.copypaste.shard import (
     GenerateShard,
@@ -22,7 +23,7 @@ from cpgen.copypaste.shard import (
     run_generate_shard,
     run_originals_shard,
 )
-from cpgen.copypaste.sources import refs, usable_images
+from cpgen.copypaste.sources import images_by_category, refs, usable_images
 from cpgen.datasets import coco
 from cpgen.plan import CopyPasteTask, plan_copypaste, shard
 from cpgen.runner import RunOptions, run_jobs
@@ -47,6 +48,7 @@ class Summary:
     broken_images: list[str] = field(default_factory=list)
     skipped_annotations: int = 0
     seconds: float = 0.0
+    pasted_per_category: list[dict[str, Any]] = field(default_factory=list)  # id, name, pasted
 
     @property
     def skipped_items(self) -> int:
@@ -62,6 +64,10 @@ class Summary:
             f"hidden target annotations dropped), {self.originals} originals kept, "
             f"in {self.seconds:.1f} s -> {self.annotations}"
         )
+        if self.pasted_per_category:
+            text += "; pasted per category: " + ", ".join(
+                f"{c['name']} {c['pasted']}" for c in self.pasted_per_category
+            )
         if self.skipped_items:
             text += (
                 f"; skipped: {self.skipped_outputs} outputs, {len(self.broken_images)} broken "
@@ -84,12 +90,35 @@ def generated_dir(index: coco.CocoIndex) -> str:
 
 
 def plan(
-    index: coco.CocoIndex, options: CopyPasteOptions, broken: Collection[int] = ()
+    index: coco.CocoIndex,
+    options: CopyPasteOptions,
+    broken: Collection[int] = (),
+    inputs: Inputs | None = None,
 ) -> list[CopyPasteTask]:
-    """The run's tasks over the usable images (those not in ``broken``)."""
-    usable, pasteable = usable_images(index, broken)
+    """The run's tasks over the usable images (those not in ``broken``).
+
+    ``inputs`` (pool, categories, backgrounds) are read from the options when not given.
+    """
+    inputs = inputs if inputs is not None else prepare(index, options)
+    usable, pasteable = usable_images(index, broken, inputs.selection)
+    source_broken: Collection[int] = broken
+    if inputs.pool:
+        source_broken = inputs.source_broken
+        _, pasteable = usable_images(inputs.source_index, source_broken, inputs.selection)
+    by_category = None
+    if options.balance == "category":
+        by_category = images_by_category(inputs.source_index, pasteable, inputs.selection)
     num = options.num_images if options.num_images is not None else len(index.images)
-    return plan_copypaste(usable, pasteable, num, options.seed)
+    return plan_copypaste(
+        usable,
+        pasteable,
+        num,
+        options.seed,
+        same_dataset=not inputs.pool,
+        backgrounds=len(inputs.backgrounds),
+        background_frac=options.background_fraction,
+        by_category=by_category,
+    )
 
 
 def run(
@@ -104,9 +133,11 @@ def run(
     ``report(message)`` receives one line per skipped item (stderr in the CLI).
     """
     started = time.perf_counter()
-    usable_images(index)  # a dataset with nothing to paste fails before OUT is touched
+    inputs = prepare(index, options)  # a bad pool, category or background folder stops here
+    if not inputs.pool:
+        usable_images(index, (), inputs.selection)  # nothing to paste: fails before OUT is touched
     gen_dir = generated_dir(index)
-    manifest = {
+    manifest: dict[str, Any] = {
         "tool": "cpgen",
         "version": __version__,
         "command": "copypaste",
@@ -117,12 +148,26 @@ def run(
         },
         "options": options_record(options),
     }
+    if inputs.pool:
+        files = inputs.source_index.files
+        manifest["pool"] = {
+            "annotations": str(files.annotations.resolve()),
+            "images": str(files.images.resolve()),
+            "sha256": output.file_digest(files.annotations),
+        }
+    if inputs.backgrounds_dir is not None:
+        manifest["backgrounds"] = {
+            "folder": str(inputs.backgrounds_dir.resolve()),
+            "files": len(inputs.backgrounds),
+        }
     finished = output.begin_run(
         out, manifest, overwrite=run_options.overwrite, resume=run_options.resume
     )
     if report is not None:  # problems of the annotation file, before the long part
         for problem, where in index.problems:
             report(f"warning: {problem}: {where}")
+        for warning in inputs.warnings:
+            report(warning)
 
     def execute(payloads: list[Any], job: Any, desc: str, size: Callable[[Any], int]) -> None:
         run_jobs(
@@ -155,17 +200,21 @@ def run(
     broken = {int(p) for s in range(len(originals)) for p in output.read_shard(out, s)["broken"]}
 
     # phase 2: generate from the usable images only
-    tasks = plan(index, options, broken)
+    tasks = plan(index, options, broken, inputs)
     first_generate = len(originals)
     most_annotations = max((len(a) for a in index.anns_by_image), default=0)
+    most_pasted = max((len(a) for a in inputs.source_index.anns_by_image), default=0)
     ids = OutputIds(
         index.max_image_id() + 1,
         index.max_annotation_id() + 1,
-        most_annotations + min(options.max_paste, most_annotations),
+        most_annotations + min(options.max_paste, most_pasted),
     )
     generate = []
+    source = inputs.source_index
     for chunk in shard(tasks, SHARD_SIZE):
-        touched = {t.target for t in chunk} | {t.source for t in chunk}
+        targets = {t.target for t in chunk if t.background is None}
+        sources = {t.source for t in chunk}
+        touched = targets if inputs.pool else targets | sources
         generate.append(
             GenerateShard(
                 first_generate + len(generate),
@@ -177,10 +226,20 @@ def run(
                 str(out),
                 gen_dir,
                 ids,
+                inputs.selection,
+                inputs.pool,
+                refs(source, sources) if inputs.pool else {},
+                {p: source.anns_by_image[p] for p in sources} if inputs.pool else {},
+                {
+                    t.background: inputs.backgrounds[t.background]
+                    for t in chunk
+                    if t.background is not None
+                },
+                str(inputs.backgrounds_dir or ""),
             )
         )
     execute(generate, run_generate_shard, "copypaste", lambda p: len(p.tasks))
-    summary = merge(index, out, options, len(originals) + len(generate))
+    summary = merge(index, out, options, len(originals) + len(generate), inputs)
     summary.seconds = round(time.perf_counter() - started, 3)
     output.write_manifest(out, {**manifest, "state": "done", "summary": summary.to_json()})
     if report is not None:
@@ -189,12 +248,22 @@ def run(
     return summary
 
 
-def merge(index: coco.CocoIndex, out: Path, options: CopyPasteOptions, num_shards: int) -> Summary:
+def merge(
+    index: coco.CocoIndex,
+    out: Path,
+    options: CopyPasteOptions,
+    num_shards: int,
+    inputs: Inputs | None = None,
+) -> Summary:
     """Write ``annotations.json`` atomically from the shards' JSON lines, in shard order.
 
     Workers assigned every id, so this only joins text; originals found broken by any shard
-    (even a later one) are left out, with their placed files.
+    (even a later one) are left out, with their placed files. ``inputs`` gives the output's
+    categories (with a pool's appended) and the inputs found broken before the run.
     """
+    categories = inputs.categories if inputs is not None else index.categories
+    broken_inputs = dict.fromkeys(inputs.broken if inputs is not None else [])
+    per_category: dict[int, int] = {}
     summary = Summary("copypaste", str(out), str(out / "annotations.json"))
     summary.skipped_annotations = sum(
         1 for problem, _ in index.problems if not problem.startswith("polygon parts dropped")
@@ -205,9 +274,14 @@ def merge(index: coco.CocoIndex, out: Path, options: CopyPasteOptions, num_shard
         status = output.read_shard(out, number)
         kinds.append(status["kind"])
         broken.update({int(k): v for k, v in status["broken"].items()})
+        broken_inputs.update(dict.fromkeys(status.get("broken_inputs", {}).values()))
         summary.skipped_outputs += len(status["skipped"])
         for key, value in status["counts"].items():
-            setattr(summary, key, getattr(summary, key) + value)
+            if key == "pasted_per_category":
+                for cat, n in value.items():
+                    per_category[int(cat)] = per_category.get(int(cat), 0) + n
+            else:
+                setattr(summary, key, getattr(summary, key) + value)
 
     def lines(part: str) -> Iterator[str]:
         for kind in ("originals", "generated"):
@@ -237,12 +311,17 @@ def merge(index: coco.CocoIndex, out: Path, options: CopyPasteOptions, num_shard
         out / "annotations.json",
         info=info,
         licenses=index.top.get("licenses") or [],
-        categories=index.categories,
+        categories=categories,
         images=lines("images"),
         annotations=lines("annotations"),
         extra={k: v for k, v in index.top.items() if k not in ("info", "licenses")},
     )
-    summary.broken_images = [broken[p] for p in sorted(broken)]
+    summary.broken_images = [broken[p] for p in sorted(broken)] + list(broken_inputs)
+    names = {c["id"]: str(c.get("name")) for c in categories}
+    summary.pasted_per_category = [
+        {"id": cat, "name": names.get(cat, str(cat)), "pasted": n}
+        for cat, n in sorted(per_category.items())
+    ]
     if options.originals != "none":  # a broken original leaves the output: its placed file too
         for p in broken:
             rel = coco.safe_relative(index.images[p]["file_name"])

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from cpgen import images, masks, output
-from cpgen.copypaste.compose import copy_paste, draw_params, source_reduction
+from cpgen.copypaste.compose import Generated, copy_paste, draw_params, source_reduction
 from cpgen.copypaste.options import CopyPasteOptions
-from cpgen.copypaste.sources import ImageRef, ShardImages, image_path
+from cpgen.copypaste.sources import ImageRef, Selection, ShardImages, image_path
+from cpgen.copypaste.targets import load_background
 from cpgen.datasets import coco
 from cpgen.plan import CopyPasteTask
 
@@ -40,6 +41,9 @@ class OutputIds:
 
 @dataclass(frozen=True)
 class GenerateShard:
+    """The tasks of one shard and what they read: target and source records (the sources are
+    the pool's when ``pool`` is set), background names, and how instances are selected."""
+
     number: int
     tasks: list[CopyPasteTask]
     images: dict[int, ImageRef]
@@ -49,6 +53,12 @@ class GenerateShard:
     out: str
     gen_dir: str
     ids: OutputIds
+    selection: Selection = Selection()
+    pool: bool = False
+    source_images: dict[int, ImageRef] = field(default_factory=dict)
+    source_annotations: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    backgrounds: dict[int, str] = field(default_factory=dict)
+    backgrounds_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,7 @@ class ShardResult:
     done: int = 0  # outputs written (or originals placed)
     broken: dict[int, str] = field(default_factory=dict)  # image position -> reason
     skipped: list[str] = field(default_factory=list)  # output files not written, with reason
+    broken_inputs: dict[str, str] = field(default_factory=dict)  # pool image/background -> why
 
 
 def run_generate_shard(job: GenerateShard) -> ShardResult:
@@ -76,65 +87,92 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
     out = Path(job.out)
     image_lines: list[str] = []
     ann_lines: list[str] = []
-    counts = dict.fromkeys(
+    counts: dict[str, Any] = dict.fromkeys(
         ("generated", "generated_annotations", "pasted_instances", "dropped_target_annotations"), 0
     )
-    cache = ShardImages(job.images_dir, Counter(p for t in job.tasks for p in (t.target, t.source)))
+    per_category: Counter[str] = Counter()
+    sources = job.source_images if job.pool else job.images
+    source_anns = job.source_annotations if job.pool else job.annotations
+    uses: Counter[tuple[str, int]] = Counter()
+    for t in job.tasks:
+        if t.background is None:
+            uses[job.images[t.target].key] += 1
+        uses[sources[t.source].key] += 1
+    cache = ShardImages(uses)
     for task in job.tasks:
-        target_ref, source_ref = job.images[task.target], job.images[task.source]
-        params = draw_params(
-            task.seed,
-            job.annotations[task.source],
-            (source_ref.width, source_ref.height),
-            (target_ref.width, target_ref.height),
-            job.options,
-        )
+        source_ref = sources[task.source]
+        on_background = task.background is not None
+        target_ref = None if on_background else job.images[task.target]
+        failed = ""
         try:
-            for ref in (target_ref, source_ref):
-                failed = ref
-                if ref.position in result.broken:
-                    raise images.ImageError(result.broken[ref.position])
-                if ref is target_ref:
-                    target = cache.take(ref)  # pasted onto in place
-                else:
-                    source, reduction = cache.get(ref, source_reduction(params))
+            if target_ref is None:  # a background photo, turned upright
+                failed = job.backgrounds[task.background]
+                if failed in result.broken_inputs:
+                    raise images.ImageError(result.broken_inputs[failed])
+                target = load_background(job.backgrounds_dir, failed)
+            else:
+                failed = target_ref
+                if target_ref.position in result.broken:
+                    raise images.ImageError(result.broken[target_ref.position])
+                target = cache.take(target_ref)  # pasted onto in place
+            target_size = (target.shape[1], target.shape[0])
+            params = draw_params(
+                task.seed,
+                source_anns[task.source],
+                (source_ref.width, source_ref.height),
+                target_size,
+                job.options,
+                job.selection,
+                task.category,
+            )
+            failed = source_ref
+            if job.pool and source_ref.file_name in result.broken_inputs:
+                raise images.ImageError(result.broken_inputs[source_ref.file_name])
+            if not job.pool and source_ref.position in result.broken:
+                raise images.ImageError(result.broken[source_ref.position])
+            source, reduction = cache.get(source_ref, source_reduction(params))
         except images.ImageError as exc:
-            result.broken.setdefault(failed.position, f"{failed.file_name}: {exc}")
+            if isinstance(failed, str):
+                result.broken_inputs.setdefault(failed, f"background {failed}: {exc}")
+            elif job.pool and failed is source_ref:
+                name = failed.file_name
+                result.broken_inputs.setdefault(name, f"pool image {name}: {exc}")
+            else:
+                result.broken.setdefault(failed.position, f"{failed.file_name}: {exc}")
             result.skipped.append(f"{output_name(job.gen_dir, task.index)}: input image unusable")
             continue
         generated = copy_paste(
             params,
             target,
-            job.annotations[task.target],
+            [] if target_ref is None else job.annotations[task.target],
             source,
-            job.annotations[task.source],
+            source_anns[task.source],
             job.options,
             (source_ref.width, source_ref.height),
             reduction,
+            job.selection,
         )
         file_name = output_name(job.gen_dir, task.index)
         data = images.encode_jpeg(generated.image, job.options.quality)
         images.write_output_image(out / "images" / file_name, data)
-        p = generated.params.placement
         image_id = job.ids.image_base + task.index
+        where: dict[str, Any] = (
+            {"background": job.backgrounds[task.background]}
+            if target_ref is None
+            else {"target_id": target_ref.id}
+        )
         image_lines.append(
             output.dumps(
                 {
                     "id": image_id,
                     "file_name": file_name,
-                    "width": target_ref.width,
-                    "height": target_ref.height,
+                    "width": target_size[0],
+                    "height": target_size[1],
                     "cpgen": {
-                        "target_id": target_ref.id,
+                        **where,
                         "source_ids": [source_ref.id],
                         "seed": task.seed,
-                        "params": {
-                            "instances": generated.drawn_ids,
-                            "hflip": p.flip,
-                            "scale": p.scale,
-                            "offset": [p.offset_x, p.offset_y],
-                            "source_reduction": reduction,
-                        },
+                        "params": params_record(generated, reduction, job.options, task),
                     },
                 }
             )
@@ -142,13 +180,35 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
         for j, ann in enumerate(generated.annotations):
             ann["id"], ann["image_id"] = job.ids.annotation(task.index, j), image_id
             ann_lines.append(output.dumps(ann))
-            counts["pasted_instances"] += ann["cpgen"]["from"] == "source"
+            if ann["cpgen"]["from"] == "source":
+                counts["pasted_instances"] += 1
+                per_category[str(ann["category_id"])] += 1
         counts["generated"] += 1
         counts["generated_annotations"] += len(generated.annotations)
         counts["dropped_target_annotations"] += generated.dropped
         result.done += 1
+    counts["pasted_per_category"] = dict(per_category)
     write_shard(out, job.number, "generated", result, image_lines, ann_lines, counts)
     return result
+
+
+def params_record(
+    generated: Generated, reduction: int, options: CopyPasteOptions, task: CopyPasteTask
+) -> dict[str, Any]:
+    """Every draw of an output, enough to regenerate it (with the options in ``info``)."""
+    p = generated.params.placement
+    record: dict[str, Any] = {
+        "instances": generated.drawn_ids,
+        "hflip": p.flip,
+        "scale": p.scale,
+        "offset": [p.offset_x, p.offset_y],
+        "source_reduction": reduction,
+    }
+    if options.rotate > 0:
+        record["rotation"] = p.angle
+    if task.category is not None:
+        record["category"] = task.category
+    return record
 
 
 def run_originals_shard(job: OriginalsShard) -> ShardResult:
@@ -169,8 +229,10 @@ def run_originals_shard(job: OriginalsShard) -> ShardResult:
             # lines carry the image's position: the merge leaves out images found broken later
             image_lines.append(f"{ref.position}\t{output.dumps(job.records[ref.position])}")
             for ann in job.annotations[ref.position]:
-                rle = masks.segmentation_to_rle(ann["segmentation"], ref.height, ref.width)
-                record = {**ann, "area": masks.area(rle), "bbox": masks.bbox(rle)}
+                record = ann  # a box-only annotation is its box: written as it came
+                if not masks.is_box_only(ann):
+                    rle = masks.segmentation_to_rle(ann["segmentation"], ref.height, ref.width)
+                    record = {**ann, "area": masks.area(rle), "bbox": masks.bbox(rle)}
                 ann_lines.append(f"{ref.position}\t{output.dumps(record)}")
         result.done += 1
     write_shard(out, job.number, "originals", result, image_lines, ann_lines, {})
@@ -200,6 +262,7 @@ def write_shard(
     status = {
         "kind": kind,
         "broken": {str(k): v for k, v in result.broken.items()},
+        "broken_inputs": result.broken_inputs,
         "skipped": result.skipped,
         "counts": counts,
     }
