@@ -191,7 +191,7 @@ def run(
             OriginalsShard(
                 len(originals),
                 list(refs(index, chunk).values()),
-                {p: index.anns_by_image[p] for p in chunk},
+                {p: index.anns_by_image[p] if options.originals != "none" else [] for p in chunk},
                 options.originals,
                 {p: index.images[p] for p in chunk},
                 str(index.files.images),
