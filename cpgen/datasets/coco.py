@@ -125,13 +125,12 @@ def read_json(
     try:
         if report is not None and path.stat().st_size >= LARGE_FILE:
             report(f"reading {path} ({path.stat().st_size / 2**20:,.0f} MiB)...")
-        raw = path.read_bytes()
         if keep_polygons:
             try:
-                return lazy_json.loads_keeping_polygons(raw)
+                return lazy_json.load_keeping_polygons(path)
             except ValueError:  # not JSON: the plain parse below says where
                 pass
-        return json.loads(raw)
+        return json.loads(path.read_bytes())
     except FileNotFoundError:
         raise DataError(f"annotation file {path} not found") from None
     except json.JSONDecodeError as exc:
@@ -167,6 +166,19 @@ def _integral(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
         if isinstance(record.get(k), float) and as_int(record[k]) is not None
     }
     return {**record, **changed} if changed else record
+
+
+def _has_float(record: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    return any(type(record.get(k)) is float for k in keys)
+
+
+def _has_float(ann: dict[str, Any]) -> bool:
+    """Whether an annotation's id, image_id or category_id is a float."""
+    return (
+        type(ann.get("id")) is float
+        or type(ann.get("image_id")) is float
+        or type(ann.get("category_id")) is float
+    )
 
 
 def _duplicates(values: Iterable[Any]) -> list[Any]:
@@ -244,24 +256,27 @@ def load(
 
     anns = data["annotations"]
     for ann in anns:
-        if not isinstance(ann, dict) or not _is_id(ann.get("id")):
+        plain_id = type(ann) is dict and type(ann.get("id")) is int
+        if not plain_id and (not isinstance(ann, dict) or not _is_id(ann.get("id"))):
             shown = str(lazy_json.shown(ann))[:80]
             raise DataError(f"{path}: an annotation without an integer 'id': {shown}")
-    anns = [_integral(a, ("id", "image_id", "category_id")) for a in anns]
-    dup = _duplicates(a["id"] for a in anns)
+    keys = ("id", "image_id", "category_id")
+    anns = [_integral(a, keys) if _has_float(a) else a for a in anns]
+    ids = [a["id"] for a in anns]
+    dup = _duplicates(ids) if len(set(ids)) != len(ids) else []
     if dup:
         raise DataError(f"{path}: duplicate annotation ids {dup[:5]}", hint="ids must be unique")
 
     found: list[tuple[int, str, str]] = []  # (position in the file, problem, where)
     image_of: dict[int, int] = {}
-    for pos, ann in enumerate(anns):
-        where = f"annotation {ann['id']}"
-        img = position.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
+    for pos, ann in enumerate(anns):  # ids are ints here where they are integral at all
+        image_id, category_id = ann.get("image_id"), ann.get("category_id")
+        img = position.get(image_id) if type(image_id) is int else None
         if img is None:
-            found.append((pos, "annotation on an unknown image", where))
+            found.append((pos, "annotation on an unknown image", f"annotation {ann['id']}"))
             continue
-        if ann.get("category_id") not in category_ids or not _is_id(ann.get("category_id")):
-            found.append((pos, "annotation with an unknown category", where))
+        if type(category_id) is not int or category_id not in category_ids:
+            found.append((pos, "annotation with an unknown category", f"annotation {ann['id']}"))
             continue
         if usable[img]:
             image_of[pos] = img
