@@ -24,7 +24,7 @@ from cpgen.copypaste.shard import (
     run_originals_shard,
 )
 from cpgen.copypaste.sources import images_by_category, refs, usable_images
-from cpgen.datasets import coco
+from cpgen.datasets import coco, consumers
 from cpgen.plan import CopyPasteTask, plan_copypaste, shard
 from cpgen.runner import RunOptions, run_jobs
 
@@ -166,6 +166,8 @@ def run(
     if report is not None:  # problems of the annotation file, before the long part
         for problem, where in index.problems:
             report(f"warning: {problem}: {where}")
+        for line in consumers.index_warning_lines(index):  # once: what trips trainers
+            report(line)
         for warning in inputs.warnings:
             report(warning)
 
