@@ -180,18 +180,19 @@ def _terminate(proc: subprocess.Popen, signum: int = signal.SIGTERM) -> str:
     proc.send_signal(signum)
     started = time.monotonic()
     _, stderr = proc.communicate(timeout=60)
-    assert time.monotonic() - started < 15
-    deadline = time.monotonic() + 5
+    assert time.monotonic() - started < 15, stderr
+    deadline = time.monotonic() + 10
     while group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not group_alive(proc.pid), "a worker outlived the run"
+    alive = subprocess.run(["ps", "-o", "pid,stat,args", "-g", str(proc.pid)], capture_output=True)
+    assert not group_alive(proc.pid), f"a worker outlived the run:\n{alive.stdout.decode()}"
     return stderr
 
 
 @pytest.mark.parametrize("backend", ["loky", "multiprocessing", "threading"])
 def test_sigterm_stops_every_worker_and_resume_gives_the_same_bytes(tmp_path, backend):
     src = make_coco(tmp_path / "src", n_images=6, size=(320, 240))
-    args = ["copypaste", "--src", str(src), "--num-images", "1500", "-j", "2"]
+    args = ["copypaste", "--src", str(src), "--num-images", "600", "-j", "2"]
     args += ["--backend", backend, "--quiet"]
     out = tmp_path / "out"
     proc = start(*args, "--out", str(out))
