@@ -192,7 +192,7 @@ def _terminate(proc: subprocess.Popen, signum: int = signal.SIGTERM) -> str:
 @pytest.mark.parametrize("backend", ["loky", "multiprocessing", "threading"])
 def test_sigterm_stops_every_worker_and_resume_gives_the_same_bytes(tmp_path, backend):
     src = make_coco(tmp_path / "src", n_images=6, size=(320, 240))
-    args = ["copypaste", "--src", str(src), "--num-images", "600", "-j", "2"]
+    args = ["copypaste", "--src", str(src), "--num-images", "1500", "-j", "2"]
     args += ["--backend", backend, "--quiet"]
     out = tmp_path / "out"
     proc = start(*args, "--out", str(out))
