@@ -384,6 +384,76 @@ def cutmix(
     _finish(summary, as_json, quiet)
 
 
+# Read-only commands: preview and stats.
+PathArg = Annotated[
+    Path | None,
+    typer.Argument(
+        metavar="PATH",
+        help="A COCO dataset folder (any layout --src takes) or annotation file, a cpgen "
+        "copy-paste output, or a cpgen cutmix output.",
+        show_default=False,
+    ),
+]
+ReadAnnOpt = Annotated[
+    Path | None, typer.Option("--ann", help="COCO annotation file (instead of PATH).")
+]
+ReadImagesOpt = Annotated[
+    Path | None,
+    typer.Option("--images", help="Image folder of --ann (default: the file's folder)."),
+]
+ReadSplitOpt = Annotated[
+    str | None, typer.Option(help="Split to read when PATH holds several (train2017...).")
+]
+
+
+@app.command()
+@handle_errors
+def preview(
+    path: PathArg = None,
+    ann: ReadAnnOpt = None,
+    images: ReadImagesOpt = None,
+    split: ReadSplitOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="PNG to write (default: <PATH>-preview.png beside PATH, never inside it).",
+            show_default=False,
+        ),
+    ] = None,
+    num: Annotated[int, typer.Option(help="Tiles to draw.")] = 16,
+    seed: Annotated[int, typer.Option(help="Random seed that chooses the tiles.")] = 0,
+    ids: Annotated[
+        str | None,
+        typer.Option(
+            help="Image ids to draw instead, e.g. 12,40 (for a cutmix output: labels.csv rows, "
+            "from 0).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Draw a contact sheet (one PNG) of a dataset or a cpgen output: masks, boxes, names;
+    pasted instances warm, the target's own cool; captions give the drawn parameters.
+
+    By default the tiles are the generated images of a cpgen output (any images otherwise).
+    Exit 3 when an image could not be read (drawn as a placeholder).
+    """
+    from cpgen import preview as job
+    from cpgen.datasets import lazy
+
+    options = job.PreviewOptions(
+        num=num, seed=seed, ids=job.parse_ids(ids) if ids is not None else None
+    )
+    dataset = lazy.locate(path, ann, images, split)
+    target = out if out is not None else job.default_out(path if path is not None else ann)
+    named = str(path if path is not None else ann)
+    result = job.preview(dataset, target, options, named, report=_stderr)
+    _finish(result, as_json, quiet)
+
+
 def _coco_files(src: Path | None, ann: Path | None, images: Path | None, split: str | None):
     from cpgen.datasets import coco
 

@@ -380,3 +380,12 @@ def coco_files(path: Path | None, ann: Path | None, images: Path | None, split: 
     if images is not None and not images.is_dir():
         raise UsageError(f"--images {images} is not a folder")
     return CocoFiles(ann, images if images is not None else ann.parent)
+
+
+def locate(
+    path: Path | None, ann: Path | None, images: Path | None, split: str | None
+) -> CocoFiles | CutmixOutput:
+    """A cutmix output (PATH holds labels.csv and classes.json), else COCO files."""
+    if path is not None and ann is None and images is None and is_cutmix_output(path):
+        return read_cutmix(path)
+    return coco_files(path, ann, images, split)
