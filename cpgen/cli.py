@@ -454,6 +454,58 @@ def preview(
     _finish(result, as_json, quiet)
 
 
+@app.command()
+@handle_errors
+def stats(
+    path: PathArg = None,
+    ann: ReadAnnOpt = None,
+    split: ReadSplitOpt = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            help="Another dataset to count beside PATH, e.g. the source (a COCO folder or "
+            "annotation file; for a cutmix output, an image folder).",
+            show_default=False,
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the main charts to this PNG (needs matplotlib: "
+            "pip install 'cpgen[plot]').",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")
+    ] = False,
+) -> None:
+    """Count what a dataset or a cpgen output holds: per category instances and images
+    (original vs generated part, or vs --compare), pasted and dropped instances, COCO size
+    buckets, how visible occluded targets stayed; for cutmix, classes as base/patch and the
+    base weight."""
+    from cpgen import stats as job
+    from cpgen.datasets import lazy
+
+    if plot is not None:
+        from cpgen import stats_plot
+
+        stats_plot.check_available()
+        if plot.suffix.lower() != ".png":
+            raise UsageError(f"--plot {plot} must name a .png file")
+    if compare is not None and not compare.exists():
+        raise UsageError(f"--compare {compare} does not exist")
+    result = job.stats(lazy.locate(path, ann, None, split), compare)
+    if plot is not None:
+        stats_plot.plot(result, plot)
+    if as_json:
+        print(json.dumps(result), flush=True)
+    else:
+        print("\n".join(job.lines(result)), flush=True)
+    if plot is not None:
+        _stderr(f"cpgen stats: charts -> {plot}")
+
+
 def _coco_files(src: Path | None, ann: Path | None, images: Path | None, split: str | None):
     from cpgen.datasets import coco
 
