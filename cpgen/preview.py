@@ -391,7 +391,7 @@ def _write(
                 "width": content.size[0],
                 "height": content.size[1],
                 "scale": scale,
-                "caption_y": y + sheet.TILE_HEIGHT,
+                "caption_y": y + sheet.CAPTION_TOP,
                 "placeholder": content.image is None,
             }
         )

@@ -24,6 +24,8 @@ TILE_HEIGHT = 240
 LINE_HEIGHT = 16  # caption line, pixels
 CAPTION_LINES = 3
 CAPTION_HEIGHT = CAPTION_LINES * LINE_HEIGHT + 6
+CAPTION_TOP = TILE_HEIGHT + 2  # a 2-pixel line between the image area and its caption
+TILE_FULL_HEIGHT = CAPTION_TOP + CAPTION_HEIGHT
 GAP = 8  # between tiles and around the grid
 HEADER_HEIGHT = 28
 LEGEND_HEIGHT = 30
@@ -186,7 +188,7 @@ def _chip(image: Image, text: str, x: int, y: int) -> None:
 
 def render_tile(content: TileContent) -> tuple[Image, tuple[int, int]]:
     """A tile (image area + caption) and where the image sits in it (x, y offset)."""
-    tile = np.full((TILE_HEIGHT + CAPTION_HEIGHT, TILE_WIDTH, 3), LETTERBOX, dtype=np.uint8)
+    tile = np.full((TILE_FULL_HEIGHT, TILE_WIDTH, 3), LETTERBOX, dtype=np.uint8)
     width, height = content.size
     x0, y0 = (TILE_WIDTH - width) // 2, (TILE_HEIGHT - height) // 2
     if content.image is None:
@@ -196,9 +198,9 @@ def render_tile(content: TileContent) -> tuple[Image, tuple[int, int]]:
     else:
         image = draw_instances(content.image, content.instances)
     tile[y0 : y0 + height, x0 : x0 + width] = image
-    tile[TILE_HEIGHT:] = CAPTION_BG
+    tile[CAPTION_TOP:] = CAPTION_BG
     for k, line in enumerate(content.caption[:CAPTION_LINES]):
-        put_text(tile, line, 4, TILE_HEIGHT + (k + 1) * LINE_HEIGHT, TEXT, TILE_WIDTH - 8)
+        put_text(tile, line, 4, CAPTION_TOP + (k + 1) * LINE_HEIGHT, TEXT, TILE_WIDTH - 8)
     return tile, (x0, y0)
 
 
@@ -213,7 +215,7 @@ def tile_origin(k: int, columns: int) -> tuple[int, int]:
     row, column = divmod(k, columns)
     return (
         GAP + column * (TILE_WIDTH + GAP),
-        HEADER_HEIGHT + GAP + row * (TILE_HEIGHT + CAPTION_HEIGHT + GAP),
+        HEADER_HEIGHT + GAP + row * (TILE_FULL_HEIGHT + GAP),
     )
 
 
@@ -224,7 +226,7 @@ def compose(tiles: list[Image], title: str, legend: list[LegendEntry]) -> Image:
     """The sheet: a title line, tiles in a grid, and a legend line below."""
     columns, rows = grid(len(tiles))
     width = max(GAP + columns * (TILE_WIDTH + GAP), 640)
-    height = HEADER_HEIGHT + GAP + rows * (TILE_HEIGHT + CAPTION_HEIGHT + GAP) + LEGEND_HEIGHT
+    height = HEADER_HEIGHT + GAP + rows * (TILE_FULL_HEIGHT + GAP) + LEGEND_HEIGHT
     sheet = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
     put_text(sheet, title, GAP, 19, LIGHT_TEXT, width - 2 * GAP)
     for k, tile in enumerate(tiles):
