@@ -432,6 +432,9 @@ def preview(
             show_default=False,
         ),
     ] = None,
+    tile_width: Annotated[
+        int, typer.Option(help="Width of a tile's image in pixels (tiles are 4:3).")
+    ] = 320,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -445,7 +448,10 @@ def preview(
     from cpgen.datasets import lazy
 
     options = job.PreviewOptions(
-        num=num, seed=seed, ids=job.parse_ids(ids) if ids is not None else None
+        num=num,
+        seed=seed,
+        ids=job.parse_ids(ids) if ids is not None else None,
+        tile_width=tile_width,
     )
     dataset = lazy.locate(path, ann, images, split)
     target = out if out is not None else job.default_out(path if path is not None else ann)

@@ -38,8 +38,11 @@ class PreviewOptions:
     num: int = 16
     seed: int = 0
     ids: tuple[int, ...] | None = None
+    tile_width: int = sheet.TILE_WIDTH  # pixels; tiles are 4:3
 
     def __post_init__(self) -> None:
+        if not 120 <= self.tile_width <= 2048:
+            raise UsageError("--tile-width must be in 120 .. 2048 pixels")
         if not 1 <= self.num <= MAX_TILES:
             raise UsageError(f"--num must be in 1 .. {MAX_TILES}")
         if not 0 <= self.seed < 2**63:
@@ -55,6 +58,7 @@ class PreviewResult:
     out: str
     kind: str  # "coco", "cpgen" (a copy-paste output) or "cutmix"
     candidates: int  # images the tiles were chosen from
+    tile_width: int = sheet.TILE_WIDTH
     tiles: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -68,6 +72,7 @@ class PreviewResult:
             "out": self.out,
             "kind": self.kind,
             "candidates": self.candidates,
+            "tile_width": self.tile_width,
             "tiles": self.tiles,
             "problems": self.problems,
             "skipped_items": self.skipped_items,
@@ -255,9 +260,10 @@ def preview_coco(
     names = {c["id"]: str(c.get("name")) for c in dataset.categories}
     result = PreviewResult(str(out), kind, len(candidates))
     tiles = []
+    geometry = sheet.Geometry(options.tile_width)
     for record in chosen:
         anns = annotations[record["id"]]
-        content, problem = _coco_tile(record, anns, files.images, names, report)
+        content, problem = _coco_tile(record, anns, files.images, names, geometry, report)
         if problem:
             result.problems.append(problem)
         tiles.append(content)
@@ -276,11 +282,12 @@ def _coco_tile(
     anns: list[dict[str, Any]],
     image_folder: Path,
     names: dict[int, str],
+    geometry: sheet.Geometry,
     report: Report,
 ) -> tuple[tuple[sheet.TileContent, str, float], str | None]:
     width, height = record.get("width"), record.get("height")
     valid_size = all(isinstance(v, int) and v > 0 for v in (width, height))
-    scale, tw, th = sheet.fit(width, height) if valid_size else sheet.fit(4, 3)
+    scale, tw, th = sheet.fit(width, height, geometry) if valid_size else sheet.fit(4, 3, geometry)
     caption = coco_caption(record, anns)
     name = str(record.get("file_name"))
     where = f"image {record.get('id')} ({name})"
@@ -323,6 +330,7 @@ def preview_cutmix(
     if not positions:
         raise DataError(f"{output.root / lazy.CUTMIX_LABELS} has no rows to preview")
     result = PreviewResult(str(out), "cutmix", len(rows))
+    geometry = sheet.Geometry(options.tile_width)
     tiles = []
     for position in positions:
         row = rows[position]
@@ -337,14 +345,14 @@ def preview_cutmix(
         try:
             if rel is None:
                 raise images.ImageError("file leaves the output folder")
-            full = load_tile_image(output.root / rel, None, sheet.TILE_WIDTH)
+            full = load_tile_image(output.root / rel, None, geometry.width)
         except images.ImageError as exc:
             report(f"warning: {where}: {exc}; drawn as a placeholder")
             result.problems.append(f"{where}: {exc}")
-            _, tw, th = sheet.fit(4, 3)
+            _, tw, th = sheet.fit(4, 3, geometry)
             tiles.append((sheet.TileContent(None, (tw, th), caption, problem=str(exc)), "", 1.0))
             continue
-        scale, tw, th = sheet.fit(full.shape[1], full.shape[0])
+        scale, tw, th = sheet.fit(full.shape[1], full.shape[0], geometry)
         box = (
             round(row["left"] * scale),
             round(row["top"] * scale),
@@ -377,11 +385,13 @@ def _write(
     if options.ids is None:
         title += f" (seed {options.seed})"
     columns, _ = sheet.grid(len(tiles))
+    geometry = sheet.Geometry(options.tile_width)
+    result.tile_width = geometry.width
     rendered = []
     for k, ((content, name, scale), image_id) in enumerate(zip(tiles, ids, strict=True)):
-        tile, (x0, y0) = sheet.render_tile(content)
+        tile, (x0, y0) = sheet.render_tile(content, geometry)
         rendered.append(tile)
-        x, y = sheet.tile_origin(k, columns)
+        x, y = sheet.tile_origin(k, columns, geometry)
         result.tiles.append(
             {
                 "id": image_id,
@@ -391,11 +401,12 @@ def _write(
                 "width": content.size[0],
                 "height": content.size[1],
                 "scale": scale,
-                "caption_y": y + sheet.CAPTION_TOP,
+                "caption_y": y + geometry.caption_top,
                 "placeholder": content.image is None,
             }
         )
-    ok, png = cv2.imencode(".png", sheet.compose(rendered, title, legend))
+    image = sheet.compose(rendered, title, legend, geometry)
+    ok, png = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 6])
     if not ok:
         raise DataError("PNG encoding of the sheet failed")
     try:

@@ -19,13 +19,10 @@ import numpy.typing as npt
 Image = npt.NDArray[np.uint8]
 Color = tuple[int, int, int]  # BGR
 
-TILE_WIDTH = 320  # pixels of a tile's image area; the image is fitted inside, aspect kept
-TILE_HEIGHT = 240
+TILE_WIDTH = 320  # default width of a tile's image area, pixels (4:3; aspect of images kept)
 LINE_HEIGHT = 16  # caption line, pixels
 CAPTION_LINES = 3
 CAPTION_HEIGHT = CAPTION_LINES * LINE_HEIGHT + 6
-CAPTION_TOP = TILE_HEIGHT + 2  # a 2-pixel line between the image area and its caption
-TILE_FULL_HEIGHT = CAPTION_TOP + CAPTION_HEIGHT
 GAP = 8  # between tiles and around the grid
 HEADER_HEIGHT = 28
 LEGEND_HEIGHT = 30
@@ -86,9 +83,28 @@ class TileContent:
     problem: str | None = None  # why the image is a placeholder
 
 
-def fit(width: int, height: int) -> tuple[float, int, int]:
+@dataclass(frozen=True)
+class Geometry:
+    """A tile: an image area ``width`` x ``height`` pixels, a 2-pixel line, the caption."""
+
+    width: int = TILE_WIDTH
+
+    @property
+    def height(self) -> int:
+        return self.width * 3 // 4
+
+    @property
+    def caption_top(self) -> int:
+        return self.height + 2
+
+    @property
+    def full_height(self) -> int:
+        return self.caption_top + CAPTION_HEIGHT
+
+
+def fit(width: int, height: int, tile: Geometry) -> tuple[float, int, int]:
     """Scale and size (w, h) that fit an image inside the tile's image area, aspect kept."""
-    scale = min(TILE_WIDTH / width, TILE_HEIGHT / height)
+    scale = min(tile.width / width, tile.height / height)
     return scale, max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -186,11 +202,11 @@ def _chip(image: Image, text: str, x: int, y: int) -> None:
     cv2.putText(image, text, (x + 1, y + th + 1), FONT, 0.36, LIGHT_TEXT, 1, cv2.LINE_AA)
 
 
-def render_tile(content: TileContent) -> tuple[Image, tuple[int, int]]:
+def render_tile(content: TileContent, geometry: Geometry) -> tuple[Image, tuple[int, int]]:
     """A tile (image area + caption) and where the image sits in it (x, y offset)."""
-    tile = np.full((TILE_FULL_HEIGHT, TILE_WIDTH, 3), LETTERBOX, dtype=np.uint8)
+    tile = np.full((geometry.full_height, geometry.width, 3), LETTERBOX, dtype=np.uint8)
     width, height = content.size
-    x0, y0 = (TILE_WIDTH - width) // 2, (TILE_HEIGHT - height) // 2
+    x0, y0 = (geometry.width - width) // 2, (geometry.height - height) // 2
     if content.image is None:
         image = placeholder(width, height, content.problem or "")
     elif content.cutmix_box is not None and content.cutmix_labels is not None:
@@ -198,9 +214,10 @@ def render_tile(content: TileContent) -> tuple[Image, tuple[int, int]]:
     else:
         image = draw_instances(content.image, content.instances)
     tile[y0 : y0 + height, x0 : x0 + width] = image
-    tile[CAPTION_TOP:] = CAPTION_BG
+    top = geometry.caption_top
+    tile[top:] = CAPTION_BG
     for k, line in enumerate(content.caption[:CAPTION_LINES]):
-        put_text(tile, line, 4, CAPTION_TOP + (k + 1) * LINE_HEIGHT, TEXT, TILE_WIDTH - 8)
+        put_text(tile, line, 4, top + (k + 1) * LINE_HEIGHT, TEXT, geometry.width - 8)
     return tile, (x0, y0)
 
 
@@ -210,27 +227,27 @@ def grid(count: int) -> tuple[int, int]:
     return columns, max(1, math.ceil(count / columns))
 
 
-def tile_origin(k: int, columns: int) -> tuple[int, int]:
+def tile_origin(k: int, columns: int, geometry: Geometry) -> tuple[int, int]:
     """Top-left corner (x, y) of tile ``k`` on the sheet."""
     row, column = divmod(k, columns)
     return (
-        GAP + column * (TILE_WIDTH + GAP),
-        HEADER_HEIGHT + GAP + row * (TILE_FULL_HEIGHT + GAP),
+        GAP + column * (geometry.width + GAP),
+        HEADER_HEIGHT + GAP + row * (geometry.full_height + GAP),
     )
 
 
 LegendEntry = tuple[str, str]  # (kind, text); kind: warm, cool, crowd, box, cutmix
 
 
-def compose(tiles: list[Image], title: str, legend: list[LegendEntry]) -> Image:
+def compose(tiles: list[Image], title: str, legend: list[LegendEntry], geometry: Geometry) -> Image:
     """The sheet: a title line, tiles in a grid, and a legend line below."""
     columns, rows = grid(len(tiles))
-    width = max(GAP + columns * (TILE_WIDTH + GAP), 640)
-    height = HEADER_HEIGHT + GAP + rows * (TILE_FULL_HEIGHT + GAP) + LEGEND_HEIGHT
+    width = max(GAP + columns * (geometry.width + GAP), 640)
+    height = HEADER_HEIGHT + GAP + rows * (geometry.full_height + GAP) + LEGEND_HEIGHT
     sheet = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
     put_text(sheet, title, GAP, 19, LIGHT_TEXT, width - 2 * GAP)
     for k, tile in enumerate(tiles):
-        x, y = tile_origin(k, columns)
+        x, y = tile_origin(k, columns, geometry)
         sheet[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
     _legend(sheet, legend, height - LEGEND_HEIGHT + 6)
     return sheet

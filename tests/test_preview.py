@@ -40,14 +40,14 @@ def run_preview(path: Path, png: Path, *args: str, exit_code: int = 0) -> dict[s
     return json.loads(result.stdout)
 
 
-def caption_strips(sheet_image: np.ndarray) -> list[tuple[int, int]]:
+def caption_strips(sheet_image: np.ndarray, width: int = sheet.TILE_WIDTH) -> list[tuple[int, int]]:
     """Top-left corners of the exactly white, tile-wide caption strips on a sheet."""
     white = np.all(sheet_image == 255, axis=2).astype(np.uint8)
     count, _, boxes, _ = cv2.connectedComponentsWithStats(white, connectivity=4)
     return [
         (int(x), int(y))
         for x, y, w, h, _ in boxes[1:count]
-        if w == sheet.TILE_WIDTH and h == sheet.CAPTION_HEIGHT
+        if w == width and h == sheet.CAPTION_HEIGHT
     ]
 
 
@@ -227,6 +227,14 @@ def test_bad_use_exits_2_with_one_error_line(tmp_path, args, message):
     assert result.exit_code == EXIT_USAGE, result.output
     assert result.stderr.startswith("Error: ") and message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_tile_width_sets_the_tiles(tmp_path):
+    src = make_coco(tmp_path / "src", n_images=3)
+    summary = run_preview(src, tmp_path / "p.png", "--tile-width", "200")
+    strips = caption_strips(cv2.imread(str(tmp_path / "p.png")), width=200)
+    assert summary["tile_width"] == 200 and len(strips) == 3
+    assert all(t["width"] == 200 and t["height"] == 133 for t in summary["tiles"])  # 96x64
 
 
 def test_same_seed_same_tiles_other_seed_other_tiles(tiny80, tmp_path):
