@@ -5,9 +5,10 @@ copy-paste output the same in its original part (image records without a ``cpgen
 generated part, the pasted instances (``cpgen.from == "source"``) and the target annotations
 dropped; with ``--compare SRC`` the same counts in SRC. Instance sizes in COCO's buckets by
 ``area`` (small < 32^2 <= medium < 96^2 <= large, pixels; crowd regions not counted). For the
-target objects of generated images: visible area / original area (the area of the original
-annotation named by ``cpgen.ann_id``), as a histogram of the occluded ones, and the dropped
-count (the target image's original annotations that no annotation of the generated image names).
+target objects of generated images (crowd regions aside): visible area / original area (the
+area of the original annotation named by ``cpgen.ann_id``), as a histogram of the occluded ones,
+and the dropped count (the target image's original annotations that no annotation of the
+generated image names).
 Both need the originals in the output (not ``--originals none``).
 
 For a cutmix output: per class, images where it is the base and where it is the patch, and the
@@ -164,6 +165,9 @@ def coco_stats(dataset: lazy.LazyCoco, compare: lazy.LazyCoco | None = None) -> 
                 row["dropped"] = dropped[cid]
         rows.append(row)
     result["categories"] = rows
+    unknown = sum(1 for a in annotations if a.get("category_id") not in known)
+    if unknown:
+        result["unknown_category_annotations"] = unknown
     return result
 
 
@@ -192,6 +196,8 @@ def _occlusion(
         if _from(ann) != "target":
             continue
         kept[ann.get("image_id")].add(provenance.get("ann_id"))
+        if ann.get("iscrowd"):
+            continue  # a crowd region is not an object
         source = original.get(provenance.get("ann_id"))
         area, full = ann.get("area"), source.get("area") if source else None
         if not (isinstance(area, (int, float)) and isinstance(full, (int, float)) and full > 0):
@@ -354,6 +360,8 @@ def lines(result: dict[str, Any]) -> list[str]:
     columns += ["crowd", *SIZES]
     keys += ["crowd", *SIZES]
     out = [*head, "", *table(columns, [[r.get(k, "") for k in keys] for r in rows]), ""]
+    if result.get("unknown_category_annotations"):
+        out += [f"annotations of unknown categories: {result['unknown_category_annotations']}", ""]
     size_rows = [["all", *result["sizes"].values()]]
     size_rows += [[name, *p["sizes"].values()] for name, p in parts.items()]
     out.append(
