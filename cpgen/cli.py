@@ -476,11 +476,12 @@ def preview(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Draw a contact sheet (one PNG) of a dataset or a cpgen output: masks, boxes, names;
-    pasted instances warm, the target's own cool; captions give the drawn parameters.
+    """Draw a contact sheet (one PNG) of a dataset or a cpgen output.
 
-    By default the tiles are the generated images of a cpgen output (any images otherwise).
-    Exit 3 when an image could not be read (drawn as a placeholder).
+    Masks, boxes and names; pasted instances warm, the target's own cool, crowd hatched; captions
+    give the target and source ids and the drawn parameters. By default the tiles are the
+    generated images of a cpgen output (any images otherwise). Exit 3 when an image could not be
+    read (drawn as a placeholder).
     """
     from cpgen import preview as job
     from cpgen.datasets import lazy
@@ -516,7 +517,7 @@ def stats(
         Path | None,
         typer.Option(
             help="Also write the main charts to this PNG (needs matplotlib: "
-            "pip install 'cpgen[plot]').",
+            "pip install 'cpgen\\[plot]').",
             show_default=False,
         ),
     ] = None,
@@ -524,10 +525,12 @@ def stats(
         bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")
     ] = False,
 ) -> None:
-    """Count what a dataset or a cpgen output holds: per category instances and images
-    (original vs generated part, or vs --compare), pasted and dropped instances, COCO size
-    buckets, how visible occluded targets stayed; for cutmix, classes as base/patch and the
-    base weight."""
+    """Count what a dataset or a cpgen output holds, per category.
+
+    Instances and images (original vs generated part, or vs --compare), pasted and dropped
+    instances, COCO size buckets, how visible occluded targets stayed; for a cutmix output,
+    classes as base and as patch and the base weight's distribution.
+    """
     from cpgen import stats as job
     from cpgen.datasets import lazy
 
