@@ -237,6 +237,39 @@ def test_tile_width_sets_the_tiles(tmp_path):
     assert all(t["width"] == 200 and t["height"] == 133 for t in summary["tiles"])  # 96x64
 
 
+def test_caption_names_provenance_and_tolerates_missing_parameters():
+    from cpgen.preview import coco_caption
+
+    pasted = {"cpgen": {"from": "source"}}
+    generated = {
+        "id": 9,
+        "file_name": "cpgen/000009.jpg",
+        "cpgen": {"target_id": 4, "source_ids": [7, 8], "params": {"scale": 0.5, "hflip": True}},
+    }
+    assert coco_caption(generated, [pasted, pasted, {}]) == [
+        "cpgen/000009.jpg",
+        "id 9: target 4 <- source 7,8",
+        "scale 0.50, flipped, 2 pasted",
+    ]
+    on_background = {
+        "id": 10,
+        "file_name": "cpgen/000010.jpg",
+        "cpgen": {"background": "beach.jpg", "source_ids": [3], "params": {"rotation": -12.25}},
+    }
+    assert coco_caption(on_background, [pasted])[1:] == [
+        "id 10: background beach.jpg <- source 3",
+        "rotation -12.2 deg, 1 pasted",
+    ]
+    assert coco_caption({"id": 1, "file_name": "a.jpg", "cpgen": {}}, [])[1:] == [
+        "id 1: background ? <- source -",
+        "0 pasted",
+    ]
+    crowd_and_box = [{"iscrowd": 1, "segmentation": {}}, {"bbox": [0, 0, 2, 2]}]
+    assert coco_caption({"id": 2, "file_name": "b.jpg"}, crowd_and_box)[2] == (
+        "2 instances, 1 crowd, 1 box-only"
+    )
+
+
 def test_same_seed_same_tiles_other_seed_other_tiles(tiny80, tmp_path):
     first = run_preview(tiny80, tmp_path / "a.png", "--num", "5", "--seed", "1")
     again = run_preview(tiny80, tmp_path / "b.png", "--num", "5", "--seed", "1")
