@@ -437,7 +437,10 @@ ReadAnnOpt = Annotated[
 ]
 ReadImagesOpt = Annotated[
     Path | None,
-    typer.Option("--images", help="Image folder of --ann (default: the file's folder)."),
+    typer.Option(
+        "--images",
+        help="Image folder of --ann (default: images/ beside the file if any, else its folder).",
+    ),
 ]
 ReadSplitOpt = Annotated[
     str | None, typer.Option(help="Split to read when PATH holds several (train2017...).")

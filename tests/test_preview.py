@@ -200,6 +200,15 @@ def test_missing_image_is_a_placeholder_and_a_warning(tmp_path):
     assert len(caption_strips(image)) == 3
 
 
+def test_an_annotation_file_as_path_finds_its_images(tmp_path):
+    src = make_coco(tmp_path / "src", n_images=2)
+    for args in ([str(src / "annotations.json")], ["--ann", str(src / "annotations.json")]):
+        result = preview(*args, "--out", str(tmp_path / "p.png"), "--json")
+        assert result.exit_code == 0, result.output
+        assert not any(t["placeholder"] for t in json.loads(result.stdout)["tiles"])
+    assert not (src / "annotations-preview.png").exists()
+
+
 def test_default_out_is_beside_path_never_inside(tmp_path):
     src = make_coco(tmp_path / "data", n_images=2)
     before = sorted(p.name for p in src.rglob("*"))

@@ -369,23 +369,29 @@ def read_cutmix(path: Path) -> CutmixOutput:
     return CutmixOutput(path, classes, rows)
 
 
-def coco_files(path: Path | None, ann: Path | None, images: Path | None, split: str | None):
-    """The COCO files named by PATH (a dataset folder) or by ``--ann`` (+ ``--images``)."""
+def coco_files(
+    path: Path | None, ann: Path | None, images: Path | None, split: str | None
+) -> CocoFiles:
+    """The COCO files named by PATH (a dataset folder or an annotation file) or by ``--ann``
+    (+ ``--images``). Beside an annotation file, images are looked for in ``images/`` (the
+    cpgen layout) if that folder exists, else in the file's own folder (Roboflow)."""
     if path is not None:
         if ann is not None or images is not None:
             raise UsageError("give either PATH, or --ann with --images, not both")
         if not path.exists():
             raise UsageError(f"{path} does not exist")
-        if path.is_file():
-            return CocoFiles(path, path.parent)
-        return find_layout(path, split)
-    if ann is None:
+        if path.is_dir():
+            return find_layout(path, split)
+        ann = path
+    elif ann is None:
         raise UsageError("give a dataset folder PATH, or --ann FILE with --images DIR")
     if not ann.is_file():
         raise UsageError(f"--ann {ann} is not a file")
-    if images is not None and not images.is_dir():
+    if images is None:
+        images = ann.parent / "images" if (ann.parent / "images").is_dir() else ann.parent
+    elif not images.is_dir():
         raise UsageError(f"--images {images} is not a folder")
-    return CocoFiles(ann, images if images is not None else ann.parent)
+    return CocoFiles(ann, images)
 
 
 def locate(
