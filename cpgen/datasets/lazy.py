@@ -281,7 +281,7 @@ def _top_level(text: str, values: dict[str, Any], where: str) -> tuple[int, int]
         return ann_start, len(text)  # later members, if any, are not needed
     # the missing members come after the annotations: find the last occurrence of each key
     # and accept it when parsing from there runs exactly to the end of the top-level object
-    tail_end = len(text.rstrip())
+    tail_end = _last_non_space(text, len(text), ann_start) + 1
     candidates = []
     for key in missing:
         at = text.rfind(json.dumps(key), ann_start)
@@ -292,15 +292,25 @@ def _top_level(text: str, values: dict[str, Any], where: str) -> tuple[int, int]
             after, _ = _members(text, at, tail, where)
         except DataError:
             break
-        before = text[ann_start:at].rstrip()
-        if after != tail_end or not before.endswith(",") or not before[:-1].rstrip().endswith("]"):
+        comma = _last_non_space(text, at, ann_start)
+        bracket = _last_non_space(text, comma, ann_start)
+        if after != tail_end or text[comma] != "," or text[bracket] != "]":
             break
-        candidates.append((at, tail, ann_start + len(before[:-1].rstrip())))
+        candidates.append((at, tail, bracket + 1))
     else:
         at, tail, ann_end = min(candidates, key=lambda c: c[0])
         values.update(tail)
         return ann_start, ann_end
     return _scanned(text, values, where)
+
+
+def _last_non_space(text: str, end: int, lo: int) -> int:
+    """Index of the last non-whitespace character of ``text[lo:end]`` (``lo - 1`` if none),
+    without copying the text."""
+    k = end - 1
+    while k >= lo and text[k] in " \t\r\n":
+        k -= 1
+    return k
 
 
 def _scanned(text: str, values: dict[str, Any], where: str) -> tuple[int, int]:
