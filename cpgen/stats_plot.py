@@ -101,7 +101,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
         width = 0.8 / len(sizes)
         for j, (name, buckets) in enumerate(sizes.items()):
             axes[1].bar(
-                [k + j * width for k in range(3)], list(buckets.values()), width, label=name
+                [k + j * width for k in range(3)],
+                list(buckets.values()),
+                width,
+                label=name,
+                color=COLORS.get(name),
             )
         axes[1].set_xticks([k + width * (len(sizes) - 1) / 2 for k in range(3)])
         axes[1].set_xticklabels(["small", "medium", "large"])
