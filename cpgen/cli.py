@@ -279,8 +279,11 @@ def copypaste(
 ) -> None:
     """Simple Copy-Paste: paste instances of one image onto another; write images + COCO JSON.
 
-    Example: cpgen copypaste --src coco/ -o out/ --paste-from pool/ --categories dog
-    --balance category --backgrounds photos/ --backgrounds-frac 0.3 --rotate 15
+    Box-only (detection) datasets work as they are. Datasets you bring, e.g.:
+
+    cpgen copypaste --src coco/ -o aug --paste-from pool/ --balance category --rotate 15
+
+    cpgen copypaste --src coco/ -o aug --backgrounds photos/ --categories dog,horse
     """
     from cpgen import copypaste as job
     from cpgen.datasets import coco
