@@ -61,7 +61,7 @@ def mask_to_exact_polygons(mask: npt.ArrayLike) -> list[list[float]]:
     parts = []
     for outline, holes in _trace(padded, labels):
         vertices = outline
-        for hole in holes:
+        for hole in sorted(holes, key=lambda h: tuple(h[_top_left(h)][::-1])):
             vertices = _join(vertices, hole)
         parts.append((vertices + (left - 1, top - 1)).reshape(-1).tolist())
     return parts
@@ -174,15 +174,38 @@ def _successors(
     return successor
 
 
+def _top_left(loop: npt.NDArray[np.int64]) -> int:
+    """Index of a loop's top-left vertex (smallest y, then smallest x)."""
+    return int(np.lexsort((loop[:, 0], loop[:, 1]))[0])
+
+
 def _join(outline: npt.NDArray[np.int64], hole: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """``outline`` with ``hole`` spliced in by a straight zero-width cut from the hole's
-    top-left vertex to the nearest vertex of the outline (walked there and back)."""
-    entry = int(np.lexsort((hole[:, 0], hole[:, 1]))[0])
-    hole = np.roll(hole, -entry, axis=0)
-    distance = ((outline - hole[0]) ** 2).sum(axis=1)
-    at = int(np.argmin(distance))
-    if distance[at] == 0:  # the hole touches the outline at a corner: no cut needed
-        spliced = np.concatenate((hole[1:], hole[:1]))
-    else:
-        spliced = np.concatenate((hole, hole[:1], outline[at : at + 1]))
-    return np.concatenate((outline[: at + 1], spliced, outline[at + 1 :]))
+    """``outline`` with ``hole`` spliced in by a vertical zero-width cut, walked up and back
+    down, from the hole's top-left corner Q to the first eastward (foreground-below) edge of
+    ``outline`` above it. The cut crosses only foreground when every hole higher up is already
+    joined (holes in order of their top-left corners). Where Q is on ``outline`` (the hole
+    touches it at a corner) no cut is needed."""
+    hole = np.roll(hole, -_top_left(hole), axis=0)
+    qx, qy = int(hole[0, 0]), int(hole[0, 1])
+    at = np.flatnonzero((outline[:, 0] == qx) & (outline[:, 1] == qy))
+    if at.size:
+        k = int(at[0])
+        return np.concatenate((outline[: k + 1], hole[1:], hole[:1], outline[k + 1 :]))
+    x0, y0 = outline[:, 0], outline[:, 1]
+    following = np.roll(outline, -1, axis=0)
+    x1, y1 = following[:, 0], following[:, 1]
+    above = (y0 == y1) & (x0 < x1) & (x0 <= qx) & (qx <= x1) & (y0 < qy)
+    candidates = np.flatnonzero(above)
+    if candidates.size == 0:  # cannot happen: a hole lies inside its component's outline
+        raise AssertionError("no edge above a hole")
+    i = int(candidates[np.argmax(y0[candidates])])
+    top = np.array([[qx, int(y0[i])]], dtype=np.int64)
+    down_and_back = np.concatenate((hole, hole[:1], top))
+    if qx == x0[i]:  # the cut leaves from the edge's start vertex
+        head, tail = outline[: i + 1], outline[i + 1 :]
+    elif qx == x1[i]:  # ... from its end vertex (which may be vertex 0)
+        k = (i + 1) % len(outline)
+        head, tail = outline[: k + 1], outline[k + 1 :]
+    else:  # ... from a new vertex inside the edge
+        head, tail = np.concatenate((outline[: i + 1], top)), outline[i + 1 :]
+    return np.concatenate((head, down_and_back, tail))
