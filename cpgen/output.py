@@ -15,6 +15,8 @@ from cpgen.errors import DataError, UsageError
 
 STATE_DIR = ".cpgen"
 MANIFEST = "manifest.json"
+#: a finished run's manifest once its state folder is gone (:func:`finish_run`)
+FINISHED_MANIFEST = ".cpgen.json"
 SHARDS = "shards"
 #: manifest keys that describe the run itself rather than what it must produce
 _PROGRESS_KEYS = ("state", "summary")
@@ -60,7 +62,8 @@ def prepare_out(out: Path, overwrite: bool) -> None:
     """Make OUT ready for a fresh run.
 
     A non-empty OUT needs ``--overwrite``, and then it is emptied only if cpgen made it (it has
-    a ``.cpgen`` folder): cpgen never deletes a folder of someone else's.
+    a ``.cpgen`` folder, or a finished run's ``.cpgen.json``): cpgen never deletes a folder of
+    someone else's.
     """
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
@@ -69,7 +72,7 @@ def prepare_out(out: Path, overwrite: bool) -> None:
             raise UsageError(
                 f"--out {out} is not empty", hint="pass --overwrite to replace a cpgen output"
             )
-        if not (out / STATE_DIR).is_dir():
+        if not ((out / STATE_DIR).is_dir() or (out / FINISHED_MANIFEST).is_file()):
             raise UsageError(
                 f"--out {out} holds files cpgen did not write; refusing to delete them",
                 hint="choose an empty or new folder",
@@ -129,13 +132,16 @@ def begin_run(out: Path, manifest: dict[str, Any], *, overwrite: bool, resume: b
     A fresh run needs an empty (or new) OUT, or ``overwrite`` of an earlier cpgen output.
     ``resume`` continues the run recorded in OUT: it must have been started by cpgen with the
     same command, inputs and options (else UsageError naming what differs); finished shards are
-    kept and everything else (temp files, unfinished shards) is redone.
+    kept and everything else (temp files, unfinished shards) is redone; a run finished with
+    :func:`finish_run` kept no shards, so resuming it redoes it (to the same bytes).
     """
     if overwrite and resume:
         raise UsageError("--overwrite and --resume exclude each other")
     finished: set[int] = set()
     if resume and out.is_dir() and any(out.iterdir()):
         recorded_path = out / STATE_DIR / MANIFEST
+        if not recorded_path.is_file():
+            recorded_path = out / FINISHED_MANIFEST
         if not recorded_path.is_file():
             raise UsageError(
                 f"--resume: {out} holds no cpgen run (no {STATE_DIR}/{MANIFEST})",
@@ -152,6 +158,7 @@ def begin_run(out: Path, manifest: dict[str, Any], *, overwrite: bool, resume: b
                 hint="resume with the same options, or start again with --overwrite",
             )
         _remove_temp_files(out)
+        (out / FINISHED_MANIFEST).unlink(missing_ok=True)
         shards = out / STATE_DIR / SHARDS
         if shards.is_dir():
             finished = {int(p.stem) for p in shards.glob("*.json") if p.stem.isdigit()}
@@ -159,6 +166,15 @@ def begin_run(out: Path, manifest: dict[str, Any], *, overwrite: bool, resume: b
         prepare_out(out, overwrite)
     write_manifest(out, {**manifest, "state": "running"})
     return finished
+
+
+def finish_run(out: Path, manifest: dict[str, Any]) -> None:
+    """Record a finished run as ``OUT/.cpgen.json`` and remove the state folder ``OUT/.cpgen/``
+    (its shard results are merged), so that OUT holds no folder but the output's own:
+    torchvision's ``ImageFolder`` takes every sub-folder, hidden ones too, for a class.
+    ``--overwrite`` and ``--resume`` recognise the file as they do the folder."""
+    atomic_write_text(out / FINISHED_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
 
 
 def manifest_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
