@@ -31,131 +31,133 @@ import numpy.typing as npt
 # travel directions on screen (y down), clockwise: a right turn is +1, a left turn -1 (mod 4)
 EAST, SOUTH, WEST, NORTH = 0, 1, 2, 3
 
-#: a component's outer outline and its holes, each an (n, 2) array of (x, y) corners
-Outlines = tuple[npt.NDArray[np.int64], list[npt.NDArray[np.int64]]]
-#: (x array, y array) of corners
-Corners = tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]
+Ints = npt.NDArray[np.int64]
 
 
-def mask_to_exact_polygons(mask: npt.ArrayLike) -> list[list[float]]:
+def mask_to_exact_polygons(
+    mask: npt.ArrayLike, offset: tuple[int, int] = (0, 0)
+) -> list[list[float]]:
     """COCO polygon parts (``[x0, y0, x1, y1, ...]``, pixel corners) that rasterise with
     pycocotools to exactly ``mask`` (an HxW array, nonzero = inside); ``[]`` for an empty mask.
 
     One part per 8-connected component, its holes joined to its outline by zero-width cuts;
-    every part has at least 4 vertices (8 numbers). Coordinates are Python ints (valid JSON
-    numbers that every COCO reader turns into floats).
+    every part has at least 4 vertices (8 numbers). ``offset`` ``(x, y)``, pixels, is added to
+    every vertex (for a mask cropped out of a larger frame). Coordinates are Python ints (valid
+    JSON numbers that every COCO reader turns into floats).
     """
-    foreground = np.asarray(mask) != 0
-    if foreground.ndim != 2:
-        raise ValueError(f"mask must be 2-D, got shape {foreground.shape}")
-    rows = np.flatnonzero(foreground.any(axis=1))
-    if rows.size == 0:
+    binary = _binary(np.asarray(mask))
+    transposed = binary.flags.f_contiguous and not binary.flags.c_contiguous
+    left, top, width, height = cv2.boundingRect(binary.T if transposed else binary)
+    if transposed:
+        left, top, width, height = top, left, height, width
+    if width == 0 or height == 0:
         return []
-    cols = np.flatnonzero(foreground.any(axis=0))
-    top, left = int(rows[0]), int(cols[0])
-    crop = foreground[top : int(rows[-1]) + 1, left : int(cols[-1]) + 1]
-    # one pixel of background all round: padded pixel (r, c) is image pixel (top+r-1, left+c-1)
-    padded = np.zeros((crop.shape[0] + 2, crop.shape[1] + 2), dtype=np.uint8)
-    padded[1:-1, 1:-1] = crop
-    _, labels = cv2.connectedComponents(padded, connectivity=8)
+    # one pixel of background all round: padded pixel (r, c) is pixel (top + r - 1, left + c - 1)
+    padded = np.zeros((height + 2, width + 2), dtype=np.int8)
+    padded[1:-1, 1:-1] = binary[top : top + height, left : left + width]
+    shift = np.array([left - 1 + offset[0], top - 1 + offset[1]], dtype=np.int64)
+    return [(part + shift).reshape(-1).tolist() for part in _parts(padded)]
+
+
+def _binary(mask: np.ndarray) -> npt.NDArray[np.uint8]:
+    """The mask as 0/1 uint8 (a view of uint8 or bool input whose values are already 0/1)."""
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
+    if mask.dtype == np.bool_:
+        return mask.view(np.uint8)
+    if mask.dtype == np.uint8 and mask.size and int(mask.max()) <= 1:
+        return mask
+    return (mask != 0).view(np.uint8)
+
+
+def _runs(values: npt.NDArray[np.int8]) -> tuple[Ints, Ints, Ints]:
+    """(first index, index past the end, value) of each run of equal nonzero values in a 1-D
+    array that starts and ends with 0."""
+    bounds = np.flatnonzero(values[1:] != values[:-1]) + 1
+    starts, ends = bounds[:-1], bounds[1:]
+    signs = values[starts]
+    keep = signs != 0
+    return starts[keep], ends[keep], signs[keep].astype(np.int64)
+
+
+def _parts(padded: npt.NDArray[np.int8]) -> list[Ints]:
+    """Each component's closed outline with its holes joined, as (n, 2) arrays of (x, y)
+    corners in padded coordinates, components in raster order of their top-left pixel."""
+    rows, cols = padded.shape
+    stride = cols + 1  # corners per corner row
+    # horizontal runs of pixel edges at corner row R (pixel rows R-1 | R), row by row
+    first, past, sign = _runs((padded[1:, :] - padded[:-1, :]).reshape(-1))
+    row, c0 = np.divmod(first, cols)
+    c1 = past - row * cols
+    east = sign > 0  # foreground below: walked left to right; above: right to left
+    h_x0, h_x1 = np.where(east, c0, c1), np.where(east, c1, c0)
+    h_y = row + 1
+    # vertical runs at corner column C (pixel columns C-1 | C), column by column
+    first, past, sign = _runs((padded[:, 1:] - padded[:, :-1]).T.reshape(-1))
+    col, r0 = np.divmod(first, rows)
+    r1 = past - col * rows
+    north = sign > 0  # foreground to the east: walked upwards; to the west: downwards
+    v_x = col + 1
+    v_y0, v_y1 = np.where(north, r1, r0), np.where(north, r0, r1)
+
+    start_x = np.concatenate((h_x0, v_x))
+    start_y = np.concatenate((h_y, v_y0))
+    start = start_y * stride + start_x
+    end = np.concatenate((h_y * stride + h_x1, v_y1 * stride + v_x))
+    direction = np.concatenate((np.where(east, EAST, WEST), np.where(north, NORTH, SOUTH)))
+    successor = _successors(start, end, direction).tolist()
+
+    # walk the outlines from horizontal segments in raster order of their left end (the order
+    # of the runs): an outline first met on an eastward edge is a component's outer outline
+    # (the top edge of its top-left pixel), one first met on a westward edge is a hole's (the
+    # bottom edge of the pixel above the hole's top-left corner)
+    loop_of = [-1] * len(successor)
+    loops: list[list[int]] = []
+    is_hole: list[bool] = []
+    for first_segment in range(len(h_y)):
+        if loop_of[first_segment] >= 0:
+            continue
+        number = len(loops)
+        loop = []
+        segment = first_segment
+        while loop_of[segment] < 0:
+            loop_of[segment] = number
+            loop.append(segment)
+            segment = successor[segment]
+        loops.append(loop)
+        is_hole.append(not bool(east[first_segment]))
+
+    # a hole belongs to the component of the outline right above its top-left corner: the
+    # first eastward edge met going up from it (all foreground in between)
+    component = list(range(len(loops)))
+    holes_of: dict[int, list[int]] = {}
+    e_x0, e_x1, e_y = h_x0[east], h_x1[east], h_y[east]
+    e_segment = np.flatnonzero(east)
+    for number, hole in enumerate(is_hole):
+        if not hole:
+            continue
+        first_segment = loops[number][0]  # westward: it ends at the hole's top-left corner
+        qx, qy = int(h_x1[first_segment]), int(h_y[first_segment])
+        above = np.flatnonzero((e_x0 <= qx) & (qx <= e_x1) & (e_y < qy))
+        hit = int(e_segment[above[np.argmax(e_y[above])]])
+        component[number] = component[loop_of[hit]]
+        holes_of.setdefault(component[number], []).append(number)
+
+    def corners(loop: list[int]) -> Ints:
+        return np.stack((start_x[loop], start_y[loop]), axis=1)
+
     parts = []
-    for outline, holes in _trace(padded, labels):
-        vertices = outline
-        for hole in sorted(holes, key=lambda h: tuple(h[_top_left(h)][::-1])):
-            vertices = _join(vertices, hole)
-        parts.append((vertices + (left - 1, top - 1)).reshape(-1).tolist())
+    for number, hole in enumerate(is_hole):
+        if hole:
+            continue
+        vertices = corners(loops[number])
+        for inner in holes_of.get(number, []):  # in order of their top-left corners
+            vertices = _join(vertices, corners(loops[inner]))
+        parts.append(vertices)
     return parts
 
 
-def _runs(edges: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """Flat indices of the first and last element of each run of True in a 1-D array."""
-    padded = np.concatenate(([False], edges, [False])).astype(np.int8)
-    change = np.diff(padded)
-    return np.flatnonzero(change == 1), np.flatnonzero(change == -1) - 1
-
-
-def _trace(padded: npt.NDArray[np.uint8], labels: npt.NDArray[np.int32]) -> list[Outlines]:
-    """Closed outlines of every component as (outer, holes), each an (n, 2) array of (x, y)
-    corners in padded coordinates, components in raster order of their first pixel."""
-    height, width = padded.shape
-    stride = width + 1  # corners per corner row
-    # horizontal pixel edges at corner row R (between pixel rows R-1 and R), pixel column C
-    across = padded[1:, :].astype(np.int8) - padded[:-1, :]  # (height-1, width): R = i + 1
-    # vertical pixel edges at corner column C (between pixel columns C-1 and C), pixel row R
-    along = padded[:, 1:].astype(np.int8) - padded[:, :-1]  # (height, width-1): C = j + 1
-
-    starts: list[npt.NDArray[np.int64]] = []  # corner ids
-    ends: list[npt.NDArray[np.int64]] = []
-    directions: list[npt.NDArray[np.int64]] = []
-    owners: list[npt.NDArray[np.int64]] = []  # component of a pixel beside the edge (H only)
-
-    def add(start_xy: Corners, end_xy: Corners, direction: int, owner: npt.NDArray) -> None:
-        starts.append(start_xy[1] * stride + start_xy[0])
-        ends.append(end_xy[1] * stride + end_xy[0])
-        directions.append(np.full(len(start_xy[0]), direction, dtype=np.int64))
-        owners.append(np.asarray(owner, dtype=np.int64))
-
-    cols = width
-    for sign, direction in ((1, EAST), (-1, WEST)):
-        first, last = _runs((across == sign).reshape(-1))  # row-major: runs stay in a row
-        row, c0 = np.divmod(first, cols)
-        c1 = last % cols + 1
-        corner_row = row + 1
-        if direction == EAST:  # foreground below, walked left to right
-            add((c0, corner_row), (c1, corner_row), EAST, labels[corner_row, c0])
-        else:  # foreground above, walked right to left
-            add((c1, corner_row), (c0, corner_row), WEST, labels[corner_row - 1, c0])
-    rows = height
-    for sign, direction in ((1, NORTH), (-1, SOUTH)):
-        first, last = _runs((along == sign).T.reshape(-1))  # column-major: runs stay in a column
-        col, r0 = np.divmod(first, rows)
-        r1 = last % rows + 1
-        corner_col = col + 1
-        none = np.full(len(first), -1, dtype=np.int64)
-        if direction == NORTH:  # foreground to the east, walked upwards
-            add((corner_col, r1), (corner_col, r0), NORTH, none)
-        else:  # foreground to the west, walked downwards
-            add((corner_col, r0), (corner_col, r1), SOUTH, none)
-
-    start = np.concatenate(starts)
-    end = np.concatenate(ends)
-    direction = np.concatenate(directions)
-    owner = np.concatenate(owners)
-    successor = _successors(start, end, direction)
-
-    # walk outlines from horizontal segments in raster order of their left end: a component's
-    # first outline found is its outer one (its top-left pixel's top edge)
-    horizontal = np.flatnonzero(owner >= 0)
-    left_end = np.where(direction[horizontal] == EAST, start[horizontal], end[horizontal])
-    order = horizontal[np.argsort(left_end, kind="stable")].tolist()
-    successor_list, owner_list = successor.tolist(), owner.tolist()
-    corner_y, corner_x = np.divmod(start, stride)
-    seen = bytearray(len(successor_list))
-    found: dict[int, tuple[list[int], list[list[int]]]] = {}
-    for first_segment in order:
-        if seen[first_segment]:
-            continue
-        loop: list[int] = []  # segments, each standing for its start corner
-        segment = first_segment
-        while not seen[segment]:
-            seen[segment] = 1
-            loop.append(segment)
-            segment = successor_list[segment]
-        component = owner_list[first_segment]
-        if component in found:
-            found[component][1].append(loop)
-        else:
-            found[component] = (loop, [])
-
-    def corners(loop: list[int]) -> npt.NDArray[np.int64]:
-        return np.stack((corner_x[loop], corner_y[loop]), axis=1)
-
-    return [(corners(outer), [corners(h) for h in holes]) for outer, holes in found.values()]
-
-
-def _successors(
-    start: npt.NDArray[np.int64], end: npt.NDArray[np.int64], direction: npt.NDArray[np.int64]
-) -> npt.NDArray[np.int64]:
+def _successors(start: Ints, end: Ints, direction: Ints) -> Ints:
     """For each segment, the segment that continues its outline: the one starting where it
     ends, turning left if there is one (two pixels touching at a corner), else right."""
     keys = start * 4 + direction
@@ -174,12 +176,12 @@ def _successors(
     return successor
 
 
-def _top_left(loop: npt.NDArray[np.int64]) -> int:
+def _top_left(loop: Ints) -> int:
     """Index of a loop's top-left vertex (smallest y, then smallest x)."""
     return int(np.lexsort((loop[:, 0], loop[:, 1]))[0])
 
 
-def _join(outline: npt.NDArray[np.int64], hole: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def _join(outline: Ints, hole: Ints) -> Ints:
     """``outline`` with ``hole`` spliced in by a vertical zero-width cut, walked up and back
     down, from the hole's top-left corner Q to the first eastward (foreground-below) edge of
     ``outline`` above it. The cut crosses only foreground when every hole higher up is already
