@@ -108,6 +108,13 @@ def test_one_pixel_is_its_square_and_a_hole_is_joined_by_a_cut() -> None:
     assert (3, 3) in set(zip(part[0::2], part[1::2], strict=True))  # the hole's corner
 
 
+def test_any_nonzero_is_inside_and_an_offset_moves_the_vertices() -> None:
+    mask = HAND_MADE["hole"] * 255
+    assert mask_to_exact_polygons(mask) == mask_to_exact_polygons(mask.astype(bool))
+    full = np.pad(mask, ((3, 0), (5, 0)))
+    assert mask_to_exact_polygons(mask, offset=(5, 3)) == mask_to_exact_polygons(full)
+
+
 def test_an_island_in_a_hole_is_its_own_part_and_a_diagonal_line_is_one() -> None:
     assert len(mask_to_exact_polygons(HAND_MADE["island in a hole"])) == 2
     assert len(mask_to_exact_polygons(HAND_MADE["diagonal one-pixel line"])) == 1
