@@ -125,7 +125,7 @@ def test_a_training_step_on_cutmix_targets_lowers_the_loss(tmp_path):
     data = CutMixDataset(make_output(tmp_path, "--soft-labels"))
     loader = torch.utils.data.DataLoader(data, batch_size=20, shuffle=True)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 20, len(data.classes)))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     criterion = nn.CrossEntropyLoss()  # class probabilities as targets (PyTorch >= 1.10)
     losses = []
     for _ in range(15):
@@ -138,4 +138,4 @@ def test_a_training_step_on_cutmix_targets_lowers_the_loss(tmp_path):
             optimizer.step()
             losses.append(loss.item())
     assert all(np.isfinite(losses))
-    assert losses[-1] < 0.8 * losses[0]
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])  # 1.10 -> 0.53 here
