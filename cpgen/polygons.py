@@ -46,6 +46,8 @@ def mask_to_exact_polygons(
     JSON numbers that every COCO reader turns into floats).
     """
     binary = _binary(np.asarray(mask))
+    if not (binary.flags.c_contiguous or binary.flags.f_contiguous):  # a strided view
+        binary = np.ascontiguousarray(binary)
     transposed = binary.flags.f_contiguous and not binary.flags.c_contiguous
     left, top, width, height = cv2.boundingRect(binary.T if transposed else binary)
     if transposed:

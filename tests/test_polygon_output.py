@@ -113,6 +113,9 @@ def test_any_nonzero_is_inside_and_an_offset_moves_the_vertices() -> None:
     assert mask_to_exact_polygons(mask) == mask_to_exact_polygons(mask.astype(bool))
     full = np.pad(mask, ((3, 0), (5, 0)))
     assert mask_to_exact_polygons(mask, offset=(5, 3)) == mask_to_exact_polygons(full)
+    every_other = np.repeat(mask, 2, axis=0)[::2]  # a strided view, neither C nor F order
+    assert mask_to_exact_polygons(every_other) == mask_to_exact_polygons(mask)
+    assert mask_to_exact_polygons(np.asfortranarray(mask)) == mask_to_exact_polygons(mask)
 
 
 def test_an_island_in_a_hole_is_its_own_part_and_a_diagonal_line_is_one() -> None:
