@@ -265,9 +265,10 @@ def test_everything_written_honours_the_umask(tmp_path, umask, file_mode, dir_mo
     cut = tmp_path / "cut"
     done = cpgen("cutmix", "--src", str(folders), "--out", str(cut), "--soft-labels", umask=umask)
     assert done.returncode == 0, done.stderr
+    manifests = {out: out / ".cpgen" / "manifest.json", cut: cut / ".cpgen.json"}
     for root in (out, cut):
         found = {p: p.stat().st_mode & 0o777 for p in root.rglob("*")}
-        assert (root / ".cpgen" / "manifest.json") in found
+        assert manifests[root] in found
         wrong = {
             str(p.relative_to(root)): oct(mode)
             for p, mode in found.items()
