@@ -134,12 +134,14 @@ def copypaste_batch(
             masks[j].bool(), labels[j], params[i], height, width, min_visible_px, block
         )
         kept, kept_labels = own, labels[i]
-        if pasted_masks.shape[0]:
-            union = pasted_masks.any(0)
-            rect = _tight_box(union)
-            _composite(out[i], images[j], union, params[i].placement, rect, block)  # type: ignore[union-attr]
-            kept, keep = _occlude(own, union, min_visible_px, min_visible_frac)
-            kept_labels = labels[i][keep]
+        placement = params[i].placement if params[i] is not None else None  # type: ignore[union-attr]
+        if pasted_masks.shape[0] and placement is not None:
+            union_frame = _bytes(pasted_masks).amax(0)  # (H, W) 0/1
+            x, y, w, h = rect = _tight_box(union_frame)
+            union = union_frame[y : y + h, x : x + w].bool()
+            _composite(out[i], images[j], union, placement, rect, block)
+            kept, keep = _occlude(own, union, rect, min_visible_px, min_visible_frac)
+            kept_labels = labels[i].index_select(0, keep)
         instance_masks = torch.cat([kept, pasted_masks])
         result_masks.append(instance_masks)
         result_labels.append(torch.cat([kept_labels, pasted_labels.to(kept_labels.dtype)]))
@@ -157,19 +159,30 @@ def masks_to_boxes(masks: Tensor, box_format: str = "xyxy") -> Tensor:
     the same numbers as pycocotools' ``toBbox`` for ``xywh``."""
     if box_format not in BOX_FORMATS:
         raise ValueError(f"box_format is one of {BOX_FORMATS}, got {box_format!r}")
-    rows = masks.any(2).to(torch.uint8)  # (M, H)
-    cols = masks.any(1).to(torch.uint8)  # (M, W)
     if masks.shape[0] == 0:
         return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
-    y0 = rows.argmax(1)
-    x0 = cols.argmax(1)
+    as_bytes = _bytes(masks)
+    rows, cols = as_bytes.amax(2), as_bytes.amax(1)  # (M, H), (M, W): 0 or 1
+    y0, x0 = rows.argmax(1), cols.argmax(1)  # the first 1 (argmax returns the first maximum)
     y1 = masks.shape[1] - rows.flip(1).argmax(1)
     x1 = masks.shape[2] - cols.flip(1).argmax(1)
-    boxes = torch.stack([x0, y0, x1, y1], 1)
     if box_format == "xywh":
         boxes = torch.stack([x0, y0, x1 - x0, y1 - y0], 1)
-    nonempty = rows.bool().any(1, keepdim=True)
+    else:
+        boxes = torch.stack([x0, y0, x1, y1], 1)
+    nonempty = rows.amax(1, keepdim=True) > 0
     return torch.where(nonempty, boxes, torch.zeros_like(boxes)).to(torch.float32)
+
+
+def _bytes(masks: Tensor) -> Tensor:
+    """A uint8 view of bool masks (0/1 of other dtypes compared): reductions over bool tensors
+    are many times slower on CPU torch."""
+    return (masks if masks.dtype == torch.bool else masks != 0).view(torch.uint8)
+
+
+def _count(masks: Tensor) -> list[int]:
+    """Pixels in each of ``(M, h, w)`` masks."""
+    return _bytes(masks).flatten(1).sum(1, dtype=torch.int32).tolist()  # int64 is 4x slower
 
 
 def _pasted(
@@ -183,8 +196,8 @@ def _pasted(
 ) -> tuple[Tensor, Tensor]:
     """The chosen instances placed on the frame, less those with under ``min_visible_px``."""
     device = source_masks.device
+    empty = torch.zeros((0, height, width), dtype=torch.bool, device=device)
     if params is None or not params.instances:
-        empty = torch.zeros((0, height, width), dtype=torch.bool, device=device)
         return empty, source_labels[:0]
     count = source_masks.shape[0]
     if any(not 0 <= p < count for p in params.instances):
@@ -193,28 +206,47 @@ def _pasted(
     warped = _warp_masks(
         source_masks.index_select(0, chosen), params.placement, height, width, block
     )
-    visible = (warped.sum((1, 2)) >= min_visible_px).nonzero().reshape(-1)
-    return warped.index_select(0, visible), source_labels.index_select(0, chosen[visible])
+    if warped is None:
+        return empty, source_labels[:0]
+    part, (r0, c0) = warped
+    areas = _count(part)
+    keep = [k for k, area in enumerate(areas) if area >= min_visible_px]
+    keep_at = torch.as_tensor(keep, dtype=torch.long, device=device)
+    out = torch.zeros((len(keep), height, width), dtype=torch.bool, device=device)
+    out[:, r0 : r0 + part.shape[1], c0 : c0 + part.shape[2]] = part.index_select(0, keep_at)
+    return out, source_labels.index_select(0, chosen[keep_at])
 
 
-def _warp_masks(masks: Tensor, placement: Placement, height: int, width: int, block: int) -> Tensor:
+def _warp_masks(
+    masks: Tensor, placement: Placement, height: int, width: int, block: int
+) -> tuple[Tensor, tuple[int, int]] | None:
     """``(K, Hs, Ws)`` bool masks placed on a ``height x width`` frame: OpenCV's nearest warp
-    with a zero border (:func:`cpgen.ops.paste.warp_mask`), exactly."""
+    with a zero border (:func:`cpgen.ops.paste.warp_mask`), exactly. Returns the part of the
+    frame that can be non-zero and its top-left ``(row, col)``, or None when nothing lands."""
+    source_any = _bytes(masks).amax(0)  # (Hs, Ws): only these source pixels can land
+    src_rows = source_any.amax(1).nonzero().reshape(-1)
+    src_cols = source_any.amax(0).nonzero().reshape(-1)
+    if src_rows.numel() == 0:
+        return None
+    sy0, sy1 = int(src_rows[0]), int(src_rows[-1]) + 1
+    sx0, sx1 = int(src_cols[0]), int(src_cols[-1]) + 1
     inverse = placement_inverse(placement)
     cols, cols_in = nearest_index(column_coords(inverse, width, block), masks.shape[2])
     rows, rows_in = nearest_index(row_coords(inverse, height), masks.shape[1])
-    out = torch.zeros((masks.shape[0], height, width), dtype=torch.bool, device=masks.device)
+    cols_in &= (cols >= sx0) & (cols < sx1)
+    rows_in &= (rows >= sy0) & (rows < sy1)
     row_hits, col_hits = np.flatnonzero(rows_in), np.flatnonzero(cols_in)
     if row_hits.size == 0 or col_hits.size == 0:
-        return out
+        return None
     r0, r1 = int(row_hits[0]), int(row_hits[-1]) + 1
     c0, c1 = int(col_hits[0]), int(col_hits[-1]) + 1
     device = masks.device
-    block_rows = torch.from_numpy(rows[r0:r1]).to(device)
-    block_cols = torch.from_numpy(cols[c0:c1]).to(device)
+    part_rows = torch.from_numpy(rows[r0:r1]).to(device)
+    part_cols = torch.from_numpy(cols[c0:c1]).to(device)
     inside = torch.from_numpy(rows_in[r0:r1, None] & cols_in[None, c0:c1]).to(device)
-    out[:, r0:r1, c0:c1] = masks.index_select(1, block_rows).index_select(2, block_cols) & inside
-    return out
+    gathered = _bytes(masks).index_select(1, part_rows).index_select(2, part_cols)
+    part = gathered.view(torch.bool) & inside
+    return part, (r0, c0)
 
 
 def _composite(
@@ -225,9 +257,10 @@ def _composite(
     rect: tuple[int, int, int, int],
     block: int,
 ) -> None:
-    """Write the placed ``source`` (C, Hs, Ws) into ``target`` (C, H, W) inside ``union``
-    (H, W), in place: OpenCV's bilinear warp with a replicated border over ``rect`` (x, y, w,
-    h), as :func:`cpgen.ops.paste.warp_crop` renders it, then a binary paste."""
+    """Write the placed ``source`` (C, Hs, Ws) into ``target`` (C, H, W) where ``union`` (the
+    (h, w) crop of the pasted masks at ``rect`` = (x, y, w, h)) is set, in place: OpenCV's
+    bilinear warp with a replicated border over ``rect``, as :func:`cpgen.ops.paste.warp_crop`
+    renders it, then a binary paste."""
     x, y, w, h = rect
     device = source.device
     inverse = placement_inverse(placement, x, y)
@@ -236,15 +269,10 @@ def _composite(
     work = torch.float64 if source.dtype == torch.float64 else torch.float32
     fx_t = torch.from_numpy(fx).to(device=device, dtype=work)
     fy_t = torch.from_numpy(fy).to(device=device, dtype=work)[:, None]
-
-    def taps(rows: np.ndarray) -> tuple[Tensor, Tensor]:
-        band = source.index_select(1, torch.from_numpy(rows).to(device)).to(work)
-        left = band.index_select(2, torch.from_numpy(x0).to(device))
-        right = band.index_select(2, torch.from_numpy(x1).to(device))
-        return left, right
-
-    p00, p01 = taps(y0)
-    p10, p11 = taps(y1)
+    rows = torch.from_numpy(np.concatenate([y0, y1])).to(device)
+    cols = torch.from_numpy(np.concatenate([x0, x1])).to(device)
+    taps = source.index_select(1, rows).index_select(2, cols).to(work)  # (C, 2h, 2w)
+    p00, p01, p10, p11 = taps[:, :h, :w], taps[:, :h, w:], taps[:, h:, :w], taps[:, h:, w:]
     top = p00 + fx_t * (p01 - p00)
     bottom = p10 + fx_t * (p11 - p10)
     value = top + fy_t * (bottom - top)
@@ -252,23 +280,33 @@ def _composite(
         info = torch.iinfo(target.dtype)
         value = value.round().clamp(info.min, info.max)
     roi = target[:, y : y + h, x : x + w]
-    roi.copy_(torch.where(union[y : y + h, x : x + w], value.to(target.dtype), roi))
+    roi.copy_(torch.where(union, value.to(target.dtype), roi))
 
 
 def _occlude(
-    masks: Tensor, union: Tensor, min_visible_px: int, min_visible_frac: float
+    masks: Tensor,
+    union: Tensor,
+    rect: tuple[int, int, int, int],
+    min_visible_px: int,
+    min_visible_frac: float,
 ) -> tuple[Tensor, Tensor]:
-    """The visible part of each mask under ``union`` and the positions of the masks kept."""
-    visible = masks & ~union
-    original_px = masks.sum((1, 2)).tolist()
-    visible_px = visible.sum((1, 2)).tolist()
+    """What stays visible of each mask under ``union`` (its (h, w) crop at ``rect``) and the
+    positions of the masks kept (:func:`cpgen.ops.paste.keep_occluded`)."""
+    x, y, w, h = rect
+    covered_px = _count(masks[:, y : y + h, x : x + w] & union)
+    touched = [k for k, covered in enumerate(covered_px) if covered]
+    at = torch.as_tensor(touched, dtype=torch.long, device=masks.device)
+    original_px = dict(zip(touched, _count(masks.index_select(0, at)), strict=True))
     keep = [
         k
-        for k, (orig, vis) in enumerate(zip(original_px, visible_px, strict=True))
-        if vis >= orig or keep_occluded(orig, vis, min_visible_px, min_visible_frac)
+        for k, covered in enumerate(covered_px)
+        if not covered
+        or keep_occluded(original_px[k], original_px[k] - covered, min_visible_px, min_visible_frac)
     ]
     positions = torch.as_tensor(keep, dtype=torch.long, device=masks.device)
-    return visible.index_select(0, positions), positions
+    visible = masks.index_select(0, positions)
+    visible[:, y : y + h, x : x + w] &= ~union
+    return visible, positions
 
 
 def _tight_box(mask: Tensor) -> tuple[int, int, int, int]:
