@@ -133,6 +133,62 @@ def test_given_params_masks_equal_and_pixels_within_one_level_of_numpy_ops(dtype
         assert_matches_numpy(result, images, masks, labels, params, pixel_tol)
 
 
+def rle_annotations(masks, labels, k: int) -> list[dict]:
+    """Image ``k``'s instances as COCO annotations with compressed RLE segmentations."""
+    return [
+        {
+            "id": 100 * k + q,
+            "image_id": k,
+            "category_id": int(labels[k][q]),
+            "iscrowd": 0,
+            "segmentation": cocomasks.rle_to_json(
+                cocomasks.encode(np.asfortranarray(m.numpy().astype(np.uint8)))
+            ),
+        }
+        for q, m in enumerate(masks[k])
+    ]
+
+
+def test_agrees_with_the_clis_copy_paste_on_rle_annotations():
+    """The CLI's own per-output function (RLE masks take its warp_mask route)."""
+    from cpgen.copypaste import CopyPasteOptions, copy_paste
+
+    rng = np.random.default_rng(21)
+    options = CopyPasteOptions(min_visible_px=MIN_PX, min_visible_frac=MIN_FRAC, blend="none")
+    for _ in range(4):
+        n, h, w = 3, int(rng.integers(30, 90)), int(rng.integers(30, 120))
+        images, masks, labels = random_batch(rng, n, 3, h, w)
+        indices = rng.permutation(n)
+        params = random_params(rng, masks, indices, w, h)
+        result = copypaste_batch(images, masks, labels, indices, params)
+
+        for i, (j, p) in enumerate(zip(indices.tolist(), params, strict=True)):
+            if p is None:
+                continue
+            target = images[i].permute(1, 2, 0).numpy().copy()
+            source = images[j].permute(1, 2, 0).numpy().copy()
+            generated = copy_paste(
+                p,
+                target,
+                rle_annotations(masks, labels, i),
+                source,
+                rle_annotations(masks, labels, j),
+                options,
+            )
+            got = result.images[i].permute(1, 2, 0).numpy().astype(int)
+            assert np.abs(got - generated.image.astype(int)).max() <= 1
+            cli_masks = [
+                cocomasks.decode(cocomasks.segmentation_to_rle(a["segmentation"], h, w))
+                for a in generated.annotations
+            ]
+            assert np.array_equal(
+                result.masks[i].numpy(), np.array(cli_masks, bool).reshape(-1, h, w)
+            )
+            assert result.labels[i].tolist() == [a["category_id"] for a in generated.annotations]
+            xywh = masks_to_boxes(result.masks[i], "xywh").tolist()
+            assert xywh == [a["bbox"] for a in generated.annotations]
+
+
 def test_float64_and_float16_images_give_the_float32_result():
     rng = np.random.default_rng(12)
     images, masks, labels = random_batch(rng, 3, 3, 50, 70, torch.float32)
