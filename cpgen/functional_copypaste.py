@@ -134,18 +134,17 @@ def copypaste_batch(
     block = opencv_vector_block()
     out = images.clone()
     result_masks, result_labels, result_boxes, result_pasted = [], [], [], []
-    for i, j in enumerate(partners.tolist()):
+    for i, (j, paste) in enumerate(zip(partners.tolist(), params, strict=True)):
         own = masks[i].bool()
         pasted_masks, pasted_labels = _pasted(
-            masks[j].bool(), labels[j], params[i], height, width, min_visible_px, block
+            masks[j].bool(), labels[j], paste, height, width, min_visible_px, block
         )
         kept, kept_labels = own, labels[i]
-        placement = params[i].placement if params[i] is not None else None  # type: ignore[union-attr]
-        if pasted_masks.shape[0] and placement is not None:
+        if paste is not None and pasted_masks.shape[0]:
             union_frame = _bytes(pasted_masks).amax(0)  # (H, W) 0/1
             x, y, w, h = rect = _tight_box(union_frame)
             union = union_frame[y : y + h, x : x + w].bool()
-            _composite(out[i], images[j], union, placement, rect, block)
+            _composite(out[i], images[j], union, paste.placement, rect, block)
             kept, keep = _occlude(own, union, rect, min_visible_px, min_visible_frac)
             kept_labels = labels[i].index_select(0, keep)
         instance_masks = torch.cat([kept, pasted_masks])
