@@ -2,7 +2,8 @@
 
 Results go to stdout (``--json``); progress, warnings and errors go to stderr. Known failures
 print ``Error: ...`` with a hint and no traceback (set CPGEN_DEBUG=1 to see one).
-Exit codes: 0 ok, 1 data error, 2 usage error, 3 finished but items were skipped, 130 Ctrl-C.
+Exit codes: 0 ok, 1 data or I/O error, 2 usage error, 3 finished but items were skipped,
+128 + N on signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,13 +20,23 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from cpgen import __version__
-from cpgen.errors import EXIT_INTERRUPTED, EXIT_SKIPPED, EXIT_USAGE, CpgenError, UsageError
+from cpgen.errors import (
+    EXIT_DATA,
+    EXIT_INTERRUPTED,
+    EXIT_SKIPPED,
+    EXIT_USAGE,
+    CpgenError,
+    Terminated,
+    UsageError,
+    describe_os_error,
+)
 
 app = typer.Typer(
     name="cpgen",
     help="Offline dataset generation for computer vision: Simple Copy-Paste for COCO instance "
-    "segmentation, CutMix for image folders. Exit codes: 0 ok, 1 data error, 2 usage error, "
-    "3 finished but some items were skipped (named on stderr), 130 interrupted.",
+    "segmentation, CutMix for image folders. Exit codes: 0 ok, 1 data or I/O error, 2 usage error, "
+    "3 finished but some items were skipped (named on stderr), 128+N on signal N (130 Ctrl-C, "
+    "143 SIGTERM).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -66,12 +78,18 @@ def _stderr(message: str) -> None:
 
 
 def handle_errors(command: F) -> F:
-    """Turn known failures into one `Error:` line and the exit code they carry."""
+    """Turn known failures, file-system faults and signals into one `Error:` line (or one
+    message) and the exit code they carry; stop the workers; release the OUT lock."""
+    writes = command.__name__ in ("copypaste", "cutmix")  # resumable commands
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from cpgen.output import release_locks
+        from cpgen.runner import stop_workers, termination_signals
+
         try:
-            return command(*args, **kwargs)
+            with termination_signals():
+                return command(*args, **kwargs)
         except CpgenError as exc:
             if os.environ.get("CPGEN_DEBUG"):
                 raise
@@ -79,12 +97,28 @@ def handle_errors(command: F) -> F:
             if exc.hint:
                 _stderr(f"Hint: {exc.hint}")
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            _stderr(
-                "Interrupted: the output is incomplete. Run the same command with --resume "
-                "to continue where it stopped."
-            )
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except OSError as exc:  # a full disk, a read-only folder, too many open files, ...
+            if os.environ.get("CPGEN_DEBUG"):
+                raise
+            stop_workers()
+            message, hint = describe_os_error(exc, resumable=writes)
+            _stderr(f"Error: {message}")
+            _stderr(f"Hint: {hint}")
+            raise typer.Exit(EXIT_DATA) from None
+        except (KeyboardInterrupt, Terminated) as exc:
+            stop_workers()
+            code = exc.exit_code if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+            name = signal.Signals(code - 128).name if code > 128 else "a signal"
+            message = f"Interrupted by {name}"
+            if writes:
+                message += (
+                    ": the output is incomplete. Run the same command with --resume "
+                    "to continue where it stopped."
+                )
+            _stderr(message)
+            raise typer.Exit(code) from None
+        finally:
+            release_locks()
 
     return wrapper  # type: ignore[return-value]
 
@@ -210,10 +244,12 @@ def copypaste(
     )
     check_backend(backend)
     files = _coco_files(src, ann, images, split)
-    from cpgen.output import check_out_path
+    from cpgen.output import check_out, check_out_path
 
     check_out_path(out, [src if src is not None else files.images])
-    index = coco.load(files)
+    if not dry_run:  # before reading a large file: a refused OUT needs no parse
+        check_out(out, overwrite=overwrite, resume=resume)
+    index = coco.load(files, report=None if quiet else _stderr, progress=_progress(quiet))
     if dry_run:
         broken = job.check_images(index)
         for reason in broken.values():
@@ -257,7 +293,7 @@ def validate(
         raise UsageError("give a dataset folder PATH, or --ann FILE with --images DIR")
     if path is not None and not path.is_dir():
         raise UsageError(f"{path} is not a folder", hint="or name the files with --ann --images")
-    report = checks.validate(_coco_files(path, ann, images, split))
+    report = checks.validate(_coco_files(path, ann, images, split), report_line=_stderr)
     if as_json:
         print(json.dumps(report.to_json()), flush=True)
     else:
@@ -343,7 +379,7 @@ def cutmix(
     """CutMix: paste a box of one image into another; write images + labels.csv + classes.json."""
     from cpgen import cutmix as job
     from cpgen.datasets import folders
-    from cpgen.output import check_out_path
+    from cpgen.output import check_out, check_out_path
     from cpgen.runner import check_backend
 
     options = job.CutMixOptions(
@@ -369,6 +405,8 @@ def cutmix(
     if device is not None:
         job.check_device(device, options)
     check_out_path(out, [src])
+    if not dry_run:
+        check_out(out, overwrite=overwrite, resume=resume)
     index = folders.load(src)
     if dry_run:
         for line in job.warnings(index):
@@ -438,7 +476,28 @@ def main() -> None:
         app()
     except KeyboardInterrupt:  # Ctrl-C outside a command body
         _stderr("Interrupted.")
-        sys.exit(EXIT_INTERRUPTED)
+        _exit(EXIT_INTERRUPTED)
+    except Terminated as exc:
+        _exit(exc.exit_code)
+    except SystemExit as exc:
+        if isinstance(exc.code, int) and exc.code > 128:
+            _exit(exc.code)
+        raise
+
+
+def _exit(code: int) -> None:
+    """Exit an interrupted run at once. Threads of ``--backend threading`` may still be inside
+    OpenCV; letting the interpreter finalise under them aborts the process (exit 134), so the
+    exit handlers run here and the process ends without finalising."""
+    import atexit
+    import threading
+
+    if threading.active_count() > 1:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 __all__ = ["app", "main", "EXIT_USAGE"]

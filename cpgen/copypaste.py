@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cpgen import __version__, images, masks, output
-from cpgen.datasets import coco
+from cpgen.datasets import coco, consumers
 from cpgen.errors import DataError, UsageError
 from cpgen.ops.paste import (
     Placement,
@@ -647,6 +647,8 @@ def run(
     if report is not None:  # problems of the annotation file, before the long part
         for problem, where in index.problems:
             report(f"warning: {problem}: {where}")
+        for line in consumers.index_warning_lines(index):  # once: what trips trainers
+            report(line)
 
     def execute(payloads: list[Any], job: Any, desc: str, size: Callable[[Any], int]) -> None:
         run_jobs(

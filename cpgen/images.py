@@ -9,6 +9,7 @@ a phone photo is turned upright like its class mates. Every image is decoded as
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import tempfile
@@ -18,6 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import numpy.typing as npt
+
+from cpgen.files import file_mode, naming
 
 Image = npt.NDArray[np.uint8]
 
@@ -31,6 +34,31 @@ _DECODE_ORIENTED_FLAGS = cv2.IMREAD_COLOR  # applies the EXIF orientation
 
 class ImageError(ValueError):
     """An image that is missing, unreadable, too large or of the wrong size."""
+
+
+#: Reading errors that make one image unusable (it is skipped, named and counted); any other
+#: ``OSError`` (EIO, EMFILE, ENOMEM, ...) is a fault of the system and stops the run.
+_ITEM_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EINVAL,
+    }
+)
+
+
+def _unreadable(exc: OSError, path: Path) -> ImageError:
+    """The ImageError for a per-image read failure; re-raises a system fault naming ``path``."""
+    if exc.errno not in _ITEM_ERRNOS:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise exc
+    return ImageError(f"cannot read: {exc.strerror or exc}")
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
@@ -99,7 +127,7 @@ def read_bytes(path: Path) -> bytes:
     except FileNotFoundError:
         raise ImageError("file not found") from None
     except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror or exc}") from None
+        raise _unreadable(exc, path) from None
 
 
 def check_file(path: Path, expected_size: tuple[int, int] | None = None) -> None:
@@ -115,7 +143,7 @@ def check_file(path: Path, expected_size: tuple[int, int] | None = None) -> None
     except FileNotFoundError:
         raise ImageError("file not found") from None
     except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror or exc}") from None
+        raise _unreadable(exc, path) from None
     size = header_size(head)
     if size is None:
         decode(read_bytes(path), expected_size)
@@ -210,19 +238,22 @@ def write_output_image(path: Path, data: bytes) -> None:
     writes again; and the dataset's index (``annotations.json``, ``labels.csv``) appears only
     once every shard is done.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as f:
-        f.write(data)
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:
+            f.write(data)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, file_mode())  # as open() would, not mkstemp's 0600
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

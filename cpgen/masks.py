@@ -6,6 +6,7 @@ RLEs handled here are pycocotools' compressed form (``{"size": [h, w], "counts":
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,42 @@ def clean_polygons(parts: Sequence[Any]) -> tuple[list[list[float]], int]:
         else:
             dropped += 1
     return kept, dropped
+
+
+#: How far (in image sizes) a polygon may reach beyond its image's frame. pycocotools allocates
+#: in proportion to a polygon's extent, so one coordinate of 1e12 (a broken converter) would
+#: exhaust memory or crash; a polygon slightly outside the frame is clipped when rasterised.
+MAX_REACH = 1.0
+
+
+def polygon_problem(parts: Sequence[Any], width: int, height: int) -> str | None:
+    """Why polygon parts must not be rasterised for a ``width`` x ``height`` image, or None.
+
+    Refused: any coordinate that is not a finite number, and any vertex more than the image's
+    own size (``MAX_REACH``) beyond the frame. Parts of the wrong length are ``clean_polygons``'
+    business.
+    """
+    lo_x, hi_x = -MAX_REACH * width, (1 + MAX_REACH) * width
+    lo_y, hi_y = -MAX_REACH * height, (1 + MAX_REACH) * height
+    for part in parts:
+        if not isinstance(part, list):
+            continue
+        for i, value in enumerate(part):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            try:
+                v = float(value)
+            except OverflowError:
+                return f"a polygon coordinate is not a finite number ({str(value)[:20]}...)"
+            if not math.isfinite(v):
+                return f"a polygon coordinate is not a finite number ({value})"
+            lo, hi = (lo_x, hi_x) if i % 2 == 0 else (lo_y, hi_y)
+            if not lo <= v <= hi:
+                axis = "x" if i % 2 == 0 else "y"
+                return (
+                    f"a polygon reaches far outside its {width}x{height} image ({axis} = {value:g})"
+                )
+    return None
 
 
 def polygons_to_rle(parts: Sequence[Sequence[float]], height: int, width: int) -> Rle:

@@ -6,12 +6,16 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from cpgen.errors import DataError, UsageError
+from cpgen.files import file_mode, naming
 
 STATE_DIR = ".cpgen"
 MANIFEST = "manifest.json"
@@ -30,19 +34,26 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_chunks(path: Path, chunks: Iterable[str]) -> None:
-    """Write text pieces to a temp file beside ``path``, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write text pieces to a temp file beside ``path``, fsync, then rename over ``path``.
+
+    The file gets the mode a plain ``open()`` would give it (0666 less the umask), not the
+    0600 of ``mkstemp``: a trainer running as another user must be able to read the dataset.
+    An ``OSError`` names ``path``; the temp file is removed.
+    """
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, file_mode())
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def check_out_path(out: Path, inputs: Iterable[Path]) -> None:
@@ -56,30 +67,144 @@ def check_out_path(out: Path, inputs: Iterable[Path]) -> None:
             raise UsageError(f"--out {out} contains the input {src}", hint="write elsewhere")
 
 
-def prepare_out(out: Path, overwrite: bool) -> None:
-    """Make OUT ready for a fresh run.
+def check_out(out: Path, *, overwrite: bool, resume: bool) -> None:
+    """Refuse an OUT this run may not use, before anything in it is written or deleted.
 
-    A non-empty OUT needs ``--overwrite``, and then it is emptied only if cpgen made it (it has
-    a ``.cpgen`` folder): cpgen never deletes a folder of someone else's.
+    A fresh run needs an empty or new OUT, or ``overwrite`` of an earlier cpgen output (one with
+    a ``.cpgen`` folder: cpgen never deletes a folder of someone else's); ``resume`` needs the
+    folder of a cpgen run, or an empty or new one.
     """
+    if overwrite and resume:
+        raise UsageError("--overwrite and --resume exclude each other")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise UsageError(
-                f"--out {out} is not empty", hint="pass --overwrite to replace a cpgen output"
-            )
-        if not (out / STATE_DIR).is_dir():
-            raise UsageError(
-                f"--out {out} holds files cpgen did not write; refusing to delete them",
-                hint="choose an empty or new folder",
-            )
+    _refuse_if_locked(out)
+    if not (out.is_dir() and any(out.iterdir())):
+        return
+    made_by_cpgen = (out / STATE_DIR).is_dir()
+    if resume and not (out / STATE_DIR / MANIFEST).is_file():
+        raise UsageError(
+            f"--resume: {out} holds no cpgen run (no {STATE_DIR}/{MANIFEST})",
+            hint="resume only into the folder of an interrupted cpgen run",
+        )
+    if not resume and not overwrite:
+        raise UsageError(
+            f"--out {out} is not empty", hint="pass --overwrite to replace a cpgen output"
+        )
+    if overwrite and not made_by_cpgen:
+        raise UsageError(
+            f"--out {out} holds files cpgen did not write; refusing to delete them",
+            hint="choose an empty or new folder",
+        )
+
+
+def prepare_out(out: Path) -> None:
+    """Empty OUT (already checked by ``check_out`` and locked) for a fresh run; keep the lock."""
+    if out.is_dir():
         for child in out.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
+            if child.name == STATE_DIR and child.is_dir() and not child.is_symlink():
+                for state in child.iterdir():
+                    if state.name != LOCK:
+                        _remove(state)
             else:
-                child.unlink()
+                _remove(child)
     (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# One run per OUT at a time
+
+LOCK = "lock"
+_held_locks: dict[str, int] = {}
+
+
+def lock_out(out: Path) -> None:
+    """Hold an exclusive lock on OUT for the rest of this process (or ``release_locks``).
+
+    An ``flock`` on ``OUT/.cpgen/lock``: the kernel drops it when the process dies, however it
+    dies, so a killed run never blocks the next one. The file names the holder (pid, host,
+    command) for the error a second run prints. Taken again by the same process, it is a no-op.
+    """
+    key = str(out.resolve())
+    if key in _held_locks:
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return
+    path = out / STATE_DIR / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise _in_use(out, path) from None
+    except OSError:
+        os.close(fd)
+        raise
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(sys.argv),
+    }
+    os.ftruncate(fd, 0)
+    os.write(fd, (json.dumps(holder) + "\n").encode())
+    _held_locks[key] = fd
+
+
+def _refuse_if_locked(out: Path) -> None:
+    """UsageError naming the holder if another process holds OUT's lock (nothing written)."""
+    path = out / STATE_DIR / LOCK
+    if str(out.resolve()) in _held_locks or not path.is_file():
+        return
+    try:
+        import fcntl
+
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except (ImportError, OSError):
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _in_use(out, path) from None
+    except OSError:
+        pass
+    finally:
+        os.close(fd)  # releases the probe's shared lock
+
+
+def _in_use(out: Path, path: Path) -> UsageError:
+    return UsageError(
+        f"--out {out} is in use by another cpgen run ({_holder(path)})",
+        hint="wait for it to finish or stop it; two runs must not share one --out",
+    )
+
+
+def _holder(path: Path) -> str:
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+        return (
+            f"pid {holder['pid']} on {holder['host']}, started {holder['started']}: "
+            f"{holder['command']}"
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its process could not be named"
+
+
+def release_locks() -> None:
+    """Drop every OUT lock this process holds (the end of a command)."""
+    while _held_locks:
+        _, fd = _held_locks.popitem()
+        os.close(fd)
 
 
 def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
@@ -88,16 +213,17 @@ def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
 
 def link_or_copy(src: Path, dst: Path, mode: str) -> None:
     """Place an original image in OUT: a hard link (copy where one cannot be made) or a copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists():
-        dst.unlink()
-    if mode == "link":
-        try:
-            os.link(src, dst)
-            return
-        except OSError:
-            pass
-    shutil.copyfile(src, dst)
+    with naming(dst):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists():
+            dst.unlink()
+        if mode == "link":
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass
+        shutil.copyfile(src, dst)
 
 
 def file_digest(path: Path) -> str:
@@ -124,23 +250,19 @@ def read_shard(out: Path, number: int) -> dict[str, Any]:
 
 
 def begin_run(out: Path, manifest: dict[str, Any], *, overwrite: bool, resume: bool) -> set[int]:
-    """Make OUT ready and record the run's manifest; return the shards already finished.
+    """Check and lock OUT, make it ready, record the run's manifest; return the finished shards.
 
     A fresh run needs an empty (or new) OUT, or ``overwrite`` of an earlier cpgen output.
     ``resume`` continues the run recorded in OUT: it must have been started by cpgen with the
     same command, inputs and options (else UsageError naming what differs); finished shards are
-    kept and everything else (temp files, unfinished shards) is redone.
+    kept and everything else (temp files, unfinished shards) is redone. The lock is taken after
+    the read-only checks and before anything in OUT is written or deleted.
     """
-    if overwrite and resume:
-        raise UsageError("--overwrite and --resume exclude each other")
+    check_out(out, overwrite=overwrite, resume=resume)
+    lock_out(out)
     finished: set[int] = set()
-    if resume and out.is_dir() and any(out.iterdir()):
+    if resume and (out / STATE_DIR / MANIFEST).is_file():
         recorded_path = out / STATE_DIR / MANIFEST
-        if not recorded_path.is_file():
-            raise UsageError(
-                f"--resume: {out} holds no cpgen run (no {STATE_DIR}/{MANIFEST})",
-                hint="resume only into the folder of an interrupted cpgen run",
-            )
         try:
             recorded = json.loads(recorded_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -156,7 +278,7 @@ def begin_run(out: Path, manifest: dict[str, Any], *, overwrite: bool, resume: b
         if shards.is_dir():
             finished = {int(p.stem) for p in shards.glob("*.json") if p.stem.isdigit()}
     else:
-        prepare_out(out, overwrite)
+        prepare_out(out)
     write_manifest(out, {**manifest, "state": "running"})
     return finished
 

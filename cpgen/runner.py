@@ -5,12 +5,15 @@ from __future__ import annotations
 import atexit
 import ctypes
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cpgen.errors import UsageError
+from cpgen.errors import Terminated, UsageError
 
 R = TypeVar("R")
 
@@ -27,6 +30,47 @@ class RunOptions:
 
 
 _worker_ready = False
+_main_pid: int | None = None
+
+#: Signals handled like Ctrl-C: the run stops its workers and exits 128 + the signal number.
+TERMINATION_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+@contextmanager
+def termination_signals() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise ``Terminated`` in the main thread, as SIGINT
+    raises KeyboardInterrupt, so the run unwinds: workers stopped, one message, exit 128 + N.
+
+    Slurm, Kubernetes, systemd and ``timeout`` stop a job with SIGTERM; by default Python dies
+    of it at once and leaves its worker processes running.
+    """
+    global _main_pid
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    _main_pid = os.getpid()
+    previous = {signum: signal.signal(signum, handler) for signum in TERMINATION_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def stop_workers() -> None:
+    """Kill the loky worker processes now (after an error or a signal); a later run starts new
+    ones. joblib already aborts its pool on an exception; this also covers an exception that
+    reached us between two results, and the executor it keeps for reuse."""
+    reusable = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(reusable, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=False, kill_workers=True)
 
 
 def setup_worker() -> None:
@@ -39,6 +83,9 @@ def setup_worker() -> None:
     global _worker_ready
     if _worker_ready:
         return
+    if os.getpid() != _main_pid and threading.current_thread() is threading.main_thread():
+        for signum in TERMINATION_SIGNALS:  # a forked worker dies of them; the parent reports
+            signal.signal(signum, signal.SIG_DFL)
     import cv2
 
     cv2.setNumThreads(1)
@@ -138,17 +185,30 @@ def run_jobs(
         disable=not progress,
         dynamic_ncols=True,
     )
+    stream = None
     try:
         with parallel_config(backend=backend, n_jobs=workers):
-            stream = Parallel(return_as="generator_unordered")(
+            stream = Parallel(return_as=_return_as(backend))(
                 delayed(_indexed)(job, i, p) for i, p in enumerate(payloads)
             )
             for i, result in stream:
                 results[i] = result
                 bar.update(on_result(result) if on_result else 1)
+    except BaseException:
+        # an error in a job, a full disk, Ctrl-C or SIGTERM: no worker may outlive the run
+        if stream is not None:
+            stream.close()  # joblib aborts the remaining tasks and its pool
+        stop_workers()
+        raise
     finally:
         bar.close()
     return results  # type: ignore[return-value]
+
+
+def _return_as(backend: str) -> str:
+    """Results as they finish, where the backend can; joblib's multiprocessing pool returns
+    them all at the end (the progress bar then moves once)."""
+    return "list" if backend == "multiprocessing" else "generator_unordered"
 
 
 def _indexed(job: Callable[[Any], R], i: int, payload: Any) -> tuple[int, R]:

@@ -44,6 +44,8 @@ import numpy as np
 
 from cpgen import images, masks
 from cpgen.datasets import coco
+from cpgen.datasets.consumers import KINDS as CONSUMER_KINDS
+from cpgen.datasets.consumers import ConsumerWarning, consumer_warnings
 from cpgen.errors import DataError
 
 AREA_MIN_PX = 4.0
@@ -51,6 +53,8 @@ AREA_OUTLINE_FRACTION = 0.5
 BBOX_EDGE_PX = 1.0
 OUTSIDE_PX = 0.01
 MAX_EXAMPLES = 5
+#: Above this many images, say that the (long) image check is running.
+LARGE_IMAGE_COUNT = 2000
 
 #: Problem kinds, in report order: key (as in ``--json``) -> what it means.
 KINDS: dict[str, str] = {
@@ -71,6 +75,8 @@ KINDS: dict[str, str] = {
     "image_undecodable": "image files that cannot be read or decoded",
     "image_too_large": "image files whose header is over the pixel limit (not decoded)",
     "image_size_mismatch": "image files of another size than recorded",
+    "polygon_unsafe": "polygons with a coordinate that is not finite or far outside the image "
+    "(not rasterised)",
 }
 
 JPEG_EXIF_TRANSPOSED = (5, 6, 7, 8)
@@ -104,6 +110,8 @@ class Report:
     annotations: int = 0
     categories: int = 0
     findings: dict[str, Finding] = field(default_factory=dict)
+    #: what trips common consumers (``datasets.consumers``): reported, never invalid
+    warnings: list[ConsumerWarning] = field(default_factory=list)
 
     def add(self, problems: Iterable[Problem]) -> None:
         for problem in problems:
@@ -132,14 +140,21 @@ class Report:
             "problems": {
                 kind: {"count": f.count, "examples": list(f.examples)} for kind, f in self.ordered()
             },
+            "warnings": {
+                w.kind: {"count": w.count, "example": w.example, "why": CONSUMER_KINDS[w.kind]}
+                for w in self.warnings
+            },
         }
 
     def lines(self) -> list[str]:
-        """The human report: a heading per kind with its count, examples indented, a total."""
+        """The human report: a heading per kind with its count, examples indented, a total;
+        then the warnings, one line each."""
+        warnings = [f"warning: {w.line()}" for w in self.warnings]
         if self.valid:
             return [
                 f"valid: {self.images} images, {self.annotations} annotations, "
-                f"{self.categories} categories"
+                f"{self.categories} categories",
+                *warnings,
             ]
         out: list[str] = []
         for kind, finding in self.ordered():
@@ -149,7 +164,7 @@ class Report:
                 out.append(f"  ... and {finding.count - len(finding.examples)} more")
         n, m = self.num_problems, len(self.findings)
         out.append(f"{n} problem{'s' if n != 1 else ''} in {m} kind{'s' if m != 1 else ''}")
-        return out
+        return out + warnings
 
 
 # --------------------------------------------------------------------------------------------
@@ -158,7 +173,8 @@ class Report:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer, or an integral float (``640.0``), which cpgen accepts as one."""
+    return coco.as_int(value) is not None
 
 
 def _is_number(value: Any) -> bool:
@@ -191,8 +207,8 @@ def check_category(category: Any, position: int) -> list[Problem]:
 
 def image_size(record: dict[str, Any]) -> tuple[int, int] | None:
     """The recorded (width, height), or None if either is not a positive integer."""
-    width, height = record.get("width"), record.get("height")
-    if _is_int(width) and _is_int(height) and width > 0 and height > 0:
+    width, height = coco.as_int(record.get("width")), coco.as_int(record.get("height"))
+    if width is not None and height is not None and width > 0 and height > 0:
         return width, height
     return None
 
@@ -312,6 +328,9 @@ def decode_segmentation(
         if not all(isinstance(part, list) for part in segmentation):
             message = f"{where}: a polygon segmentation is a list of parts, each a list of numbers"
             return None, [], [Problem("segmentation_undecodable", message)]
+        unsafe = masks.polygon_problem(segmentation, width, height)
+        if unsafe:
+            return None, [], [Problem("polygon_unsafe", f"{where}: {unsafe}")]
         parts, problems = check_polygon_parts(segmentation, where)
         if not parts:
             problems.append(Problem("empty_mask", f"{where}: no usable polygon part"))
@@ -557,14 +576,15 @@ def check_top_level(data: Any) -> list[Problem]:
     return problems
 
 
-def validate(files: coco.CocoFiles, workers: int | None = None) -> Report:
+def validate(files: coco.CocoFiles, workers: int | None = None, report_line: Any = None) -> Report:
     """Check the annotation file and every image it names; never stops at the first problem.
 
     ``workers`` threads read and decode the images (default: up to 8, one per core).
+    ``report_line(message)`` hears what a long step is doing (stderr in the CLI).
     """
     report = Report()
     try:
-        data = coco.read_json(files.annotations)
+        data = coco.read_json(files.annotations, report_line)
     except DataError as exc:
         report.add([Problem("json", exc.message)])
         return report
@@ -594,6 +614,7 @@ def validate(files: coco.CocoFiles, workers: int | None = None) -> Report:
     ):
         report.add(duplicate_ids(table, records))
     report.add(duplicate_file_names(image_records))
+    report.warnings = consumer_warnings(categories, annotations)
 
     category_ids = {c["id"] for c in categories if isinstance(c, dict) and _is_int(c.get("id"))}
     image_by_id: dict[int, dict[str, Any]] = {}
@@ -626,7 +647,13 @@ def validate(files: coco.CocoFiles, workers: int | None = None) -> Report:
         and record["file_name"]
     ]
     threads = workers or min(8, os.cpu_count() or 1)
-    with _quiet_opencv(), ThreadPoolExecutor(max_workers=threads) as pool:
-        for problems in pool.map(lambda job: check_image_file(files.images, *job), to_read):
-            report.add(problems)
+    if report_line is not None and len(to_read) > LARGE_IMAGE_COUNT:
+        report_line(f"checking {len(to_read)} image files...")
+    pool = ThreadPoolExecutor(max_workers=threads)
+    try:
+        with _quiet_opencv():
+            for problems in pool.map(lambda job: check_image_file(files.images, *job), to_read):
+                report.add(problems)
+    finally:  # on Ctrl-C or SIGTERM, drop the images not yet started instead of waiting
+        pool.shutdown(wait=True, cancel_futures=True)
     return report

@@ -113,8 +113,35 @@ def test_duplicate_ids_are_fatal(voc, tmp_path, table):
             ),
             "segmentation that does not decode",
         ),
+        (
+            lambda a: a["segmentation"][0].__setitem__(0, 1e12),
+            "annotation with a polygon that cannot be rasterised",
+        ),
+        (
+            lambda a: a["segmentation"][0].__setitem__(1, -1e6),
+            "annotation with a polygon that cannot be rasterised",
+        ),
+        (
+            lambda a: a["segmentation"][0].__setitem__(1, float("nan")),  # json writes NaN
+            "annotation with a polygon that cannot be rasterised",
+        ),
+        (
+            lambda a: a["segmentation"][0].__setitem__(0, float("inf")),  # json writes Infinity
+            "annotation with a polygon that cannot be rasterised",
+        ),
     ],
-    ids=["unknown-image", "unknown-category", "empty", "short-part", "odd-part", "rle-size"],
+    ids=[
+        "unknown-image",
+        "unknown-category",
+        "empty",
+        "short-part",
+        "odd-part",
+        "rle-size",
+        "far-outside",
+        "far-above",
+        "nan",
+        "infinity",
+    ],
 )
 def test_a_bad_annotation_is_skipped_named_and_counted(voc, tmp_path, change, warning):
     edit(voc, lambda data: change(data["annotations"][0]))
@@ -228,3 +255,66 @@ def test_unusual_but_valid_images_work(voc, tmp_path):
     assert {r["file_name"] for r in data["images"] if "cpgen" not in r} == set(names.values())
     for record in data["images"]:
         assert (out / "images" / record["file_name"]).is_file()
+
+
+def test_a_polygon_slightly_outside_the_frame_is_clipped_as_before(voc, tmp_path):
+    poked: dict[str, Any] = {}
+
+    def poke_out(data: dict[str, Any]) -> None:
+        image = next(i for i in data["images"] if i["id"] == data["annotations"][0]["image_id"])
+        data["annotations"][0]["segmentation"][0][0] = -0.5 * image["width"]
+        poked.update(image=image, segmentation=data["annotations"][0]["segmentation"])
+
+    edit(voc, poke_out)
+    out = tmp_path / "out"
+    result = run(voc, out, "--num-images", "3")
+    assert result.exit_code == 0, result.output
+    original = next(a for a in assert_valid_output(out)["annotations"] if a["id"] == 0)
+    image = poked["image"]
+    rle = masks.polygons_to_rle(poked["segmentation"], image["height"], image["width"])
+    assert original["bbox"] == masks.bbox(rle) and original["area"] == masks.area(rle)
+
+
+def test_integral_float_sizes_and_ids_are_integers(voc, tmp_path):
+    def floats(data: dict[str, Any]) -> None:
+        for image in data["images"]:
+            image.update(id=float(image["id"]), width=float(image["width"]))
+            image["height"] = float(image["height"])
+        for ann in data["annotations"]:
+            ann.update(id=float(ann["id"]), image_id=float(ann["image_id"]))
+        data["categories"][0]["id"] = float(data["categories"][0]["id"])
+
+    edit(voc, floats)
+    assert '"width": 500.0' in (voc / "annotations.json").read_text()
+    out = tmp_path / "out"
+    result = run(voc, out, "--num-images", "3")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["generated"] == 3 and summary["originals"] == 3
+    data = assert_valid_output(out)
+    assert all(isinstance(i["width"], int) and isinstance(i["id"], int) for i in data["images"])
+
+
+def test_a_coordinate_of_1e12_under_a_memory_limit_is_skipped_not_a_crash(voc, tmp_path):
+    """pycocotools allocates in proportion to a polygon's extent: 1e12 crashed or ate memory."""
+    import resource
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("cpgen")
+    if not script.exists():
+        pytest.skip("console script not installed beside this interpreter")
+    edit(voc, lambda data: data["annotations"][0]["segmentation"][0].__setitem__(0, 1e12))
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 2**30, 3 * 2**30))
+
+    for args in (
+        ["copypaste", "--src", str(voc), "--out", str(tmp_path / "o"), "-j", "1"],
+        ["validate", str(voc)],
+    ):
+        done = subprocess.run(
+            [str(script), *args], capture_output=True, text=True, preexec_fn=limit, timeout=120
+        )
+        assert done.returncode == (EXIT_SKIPPED if args[0] == "copypaste" else EXIT_DATA)
+        assert "annotation 0" in done.stderr + done.stdout and "Traceback" not in done.stderr

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from cpgen import masks
 from cpgen import validate as checks
 from cpgen.cli import app
+from cpgen.datasets.consumers import KINDS as CONSUMER_KINDS
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LABELME = SHARED_DATA / "labelme_voc2011_coco3"
@@ -221,6 +222,11 @@ def _image_size_mismatch(root: Path, data: dict[str, Any]) -> None:
     data["images"][0]["width"] = 65
 
 
+def _polygon_unsafe(root: Path, data: dict[str, Any]) -> None:
+    data["annotations"][0]["segmentation"] = [[5.0, 5.0, 1e12, 5.0, 20.0, 25.0]]
+    data["annotations"][1]["segmentation"] = [[5.0, 5.0, 20.0, -70.0, 20.0, 25.0]]  # -H beyond
+
+
 CASES: dict[str, tuple[Mutation, dict[str, int]]] = {
     "json_shape": (_json_shape, {"json_shape": 3}),
     "duplicate_id": (_duplicate_ids, {"duplicate_id": 2}),
@@ -238,6 +244,7 @@ CASES: dict[str, tuple[Mutation, dict[str, int]]] = {
     "image_undecodable": (_image_undecodable, {"image_undecodable": 2}),
     "image_too_large": (_image_too_large, {"image_too_large": 1}),
     "image_size_mismatch": (_image_size_mismatch, {"image_size_mismatch": 1}),
+    "polygon_unsafe": (_polygon_unsafe, {"polygon_unsafe": 2}),
 }
 
 
@@ -262,7 +269,50 @@ def test_clean_dataset_is_valid(tmp_path: Path) -> None:
     make_dataset(tmp_path)
     result = runner.invoke(app, ["validate", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "valid: 2 images, 4 annotations, 2 categories"
+    assert result.stdout.splitlines() == [
+        "valid: 2 images, 4 annotations, 2 categories",
+        # its annotation ids start at 0, valid COCO that COCOeval gets wrong
+        "warning: " + CONSUMER_KINDS["annotation_id_zero"] + "; 1 found, e.g. annotation 0 "
+        "(image 0)",
+    ]
+
+
+def test_what_trips_consumers_is_warned_about_not_failed(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path)
+    for ann in data["annotations"]:
+        ann["id"] += 1  # no id 0
+    data["categories"][1]["name"] = "thing"
+    image_a = data["images"][0]
+    square = np.zeros((48, 64), np.uint8)
+    square[10:20, 10:20] = 1
+    data["annotations"].append(annotation(9, image_a, 1, uncompressed_rle(square)))
+    write_json(tmp_path, data)
+    code, report = run_json(tmp_path)
+    assert code == 0 and report["valid"] is True
+    assert {k: (w["count"], w["example"]) for k, w in report["warnings"].items()} == {
+        "duplicate_category_name": (1, "'thing' (2 ids)"),
+        "non_crowd_rle": (1, "annotation 9 (image 0)"),
+    }
+
+
+def test_integral_floats_are_integers_and_hostile_polygons_are_refused(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path)
+    data["images"][0].update(width=64.0, height=48.0, id=0.0)
+    data["annotations"][0]["image_id"] = 0.0
+    data["annotations"][1]["segmentation"][0][3] = float("nan")  # json writes NaN
+    data["annotations"][2]["segmentation"] = [[5.0, 5.0, 1e12, 5.0, 20.0, 25.0]]
+    write_json(tmp_path, data)
+    code, report = run_json(tmp_path)
+    assert code == 1
+    assert report["problems"] == {
+        "polygon_unsafe": {
+            "count": 2,
+            "examples": [
+                "annotation 1 (image 0): a polygon coordinate is not a finite number (nan)",
+                "annotation 2 (image 1): a polygon reaches far outside its 40x30 image (x = 1e+12)",
+            ],
+        }
+    }
 
 
 def test_json_output_matches_the_human_one(tmp_path: Path) -> None:
@@ -287,11 +337,19 @@ def test_json_output_matches_the_human_one(tmp_path: Path) -> None:
                 "examples": [f'image 1 "sub/b.png": no file {tmp_path / "images/sub/b.png"}'],
             },
         },
+        "warnings": {
+            "annotation_id_zero": {
+                "count": 1,
+                "example": "annotation 0 (image 0)",
+                "why": CONSUMER_KINDS["annotation_id_zero"],
+            }
+        },
     }
     human = runner.invoke(app, ["validate", str(tmp_path)]).stdout.splitlines()
     assert human[0] == "unknown_category (2): " + checks.KINDS["unknown_category"]
     assert human[1:3] == ["  annotation 0: category_id 42", "  annotation 2: category_id 43"]
-    assert human[-1] == "3 problems in 2 kinds"
+    assert human[-2] == "3 problems in 2 kinds"
+    assert human[-1].startswith("warning: annotation id 0: ")
 
 
 def test_human_output_shows_five_examples_per_kind(tmp_path: Path) -> None:
@@ -307,7 +365,7 @@ def test_human_output_shows_five_examples_per_kind(tmp_path: Path) -> None:
     assert lines[0].startswith("unknown_category (7): ")
     assert [line for line in lines if line.startswith("  annotation")] == lines[1:6]
     assert lines[6] == "  ... and 2 more"
-    assert lines[-1] == "7 problems in 1 kind"
+    assert lines[-2] == "7 problems in 1 kind"
 
 
 def test_size_mismatch_names_exif_rotation(tmp_path: Path) -> None:
@@ -453,10 +511,13 @@ def labelme_copy(tmp_path: Path) -> Path:
     return copy
 
 
-def test_real_labelme_dataset_is_valid(labelme_copy: Path) -> None:
+def test_real_labelme_dataset_is_valid_with_a_warning_about_id_0(labelme_copy: Path) -> None:
     result = runner.invoke(app, ["validate", str(labelme_copy)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "valid: 3 images, 12 annotations, 21 categories"
+    valid, warning = result.stdout.splitlines()
+    assert valid == "valid: 3 images, 12 annotations, 21 categories"
+    assert warning.startswith("warning: annotation id 0: pycocotools' COCOeval treats it as")
+    assert warning.endswith("1 found, e.g. annotation 0 (image 0)")
 
 
 def test_broken_real_dataset_reports_every_problem(labelme_copy: Path) -> None:

@@ -9,7 +9,7 @@ annotation drops that annotation and is reported in ``CocoIndex.problems``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -109,8 +109,18 @@ class CocoIndex:
         return max((int(a["id"]) for anns in self.anns_by_image for a in anns), default=-1)
 
 
-def read_json(path: Path) -> Any:
+#: Annotation files from this size on are announced before they are read (bytes).
+LARGE_FILE = 32 * 1024 * 1024
+
+
+def read_json(path: Path, report: Callable[[str], None] | None = None) -> Any:
+    """Parse a JSON file; DataError naming the line and column when it is not JSON.
+
+    A large file is announced to ``report`` (with its size) before the parse starts.
+    """
     try:
+        if report is not None and path.stat().st_size >= LARGE_FILE:
+            report(f"reading {path} ({path.stat().st_size / 2**20:,.0f} MiB)...")
         with path.open("rb") as f:
             return json.load(f)
     except FileNotFoundError:
@@ -124,8 +134,30 @@ def read_json(path: Path) -> Any:
         raise DataError(f"cannot read {path}: {exc}") from None
 
 
+def as_int(value: Any) -> int | None:
+    """``value`` as an int if it is one, or an integral float (``640.0``, as some converters
+    write sizes and ids); else None. Booleans are not integers here."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
 def _is_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return as_int(value) is not None
+
+
+def _integral(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``record`` with integral floats under ``keys`` turned into ints (a copy if any changed)."""
+    changed = {
+        k: as_int(record[k])
+        for k in keys
+        if isinstance(record.get(k), float) and as_int(record[k]) is not None
+    }
+    return {**record, **changed} if changed else record
 
 
 def _duplicates(values: Iterable[Any]) -> list[Any]:
@@ -138,10 +170,16 @@ def _duplicates(values: Iterable[Any]) -> list[Any]:
     return dups
 
 
-def load(files: CocoFiles) -> CocoIndex:
-    """Read and validate a COCO instance-segmentation file. Raises DataError when unusable."""
+def load(
+    files: CocoFiles, report: Callable[[str], None] | None = None, progress: bool = False
+) -> CocoIndex:
+    """Read and validate a COCO instance-segmentation file. Raises DataError when unusable.
+
+    ``report(message)`` hears what a long step does (a large file is announced before it is
+    read); ``progress`` shows a bar over the annotations (stderr) for a large file.
+    """
     path = files.annotations
-    data = read_json(path)
+    data = read_json(path, report)
     if not isinstance(data, dict):
         raise DataError(f"{path}: the top level is a {type(data).__name__}, not a JSON object")
     for key in ("images", "annotations", "categories"):
@@ -155,6 +193,7 @@ def load(files: CocoFiles) -> CocoIndex:
     for cat in categories:
         if not isinstance(cat, dict) or not _is_id(cat.get("id")):
             raise DataError(f"{path}: a category without an integer 'id': {str(cat)[:80]}")
+    categories = [_integral(c, ("id",)) for c in categories]
     dup = _duplicates(c["id"] for c in categories)
     if dup:
         raise DataError(f"{path}: duplicate category ids {dup[:5]}")
@@ -164,7 +203,7 @@ def load(files: CocoFiles) -> CocoIndex:
     for rec in data["images"]:
         if not isinstance(rec, dict) or not _is_id(rec.get("id")):
             raise DataError(f"{path}: an image record without an integer 'id': {str(rec)[:80]}")
-        images.append(rec)
+        images.append(_integral(rec, ("id", "width", "height")))
     dup = _duplicates(r["id"] for r in images)
     if dup:
         raise DataError(f"{path}: duplicate image ids {dup[:5]}", hint="ids must be unique")
@@ -182,12 +221,13 @@ def load(files: CocoFiles) -> CocoIndex:
     for ann in anns:
         if not isinstance(ann, dict) or not _is_id(ann.get("id")):
             raise DataError(f"{path}: an annotation without an integer 'id': {str(ann)[:80]}")
+    anns = [_integral(a, ("id", "image_id", "category_id")) for a in anns]
     dup = _duplicates(a["id"] for a in anns)
     if dup:
         raise DataError(f"{path}: duplicate annotation ids {dup[:5]}", hint="ids must be unique")
 
     anns_by_image: list[list[dict[str, Any]]] = [[] for _ in images]
-    for ann in anns:
+    for ann in _checking(anns, report, progress):
         where = f"annotation {ann['id']}"
         img = position.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
         if img is None:
@@ -215,6 +255,27 @@ def load(files: CocoFiles) -> CocoIndex:
     )
 
 
+#: From this many annotations on, checking them is announced (or gets a progress bar).
+LARGE_ANNOTATIONS = 100_000
+
+
+def _checking(
+    anns: list[dict[str, Any]], report: Callable[[str], None] | None, progress: bool
+) -> Iterable[dict[str, Any]]:
+    """``anns``, with a progress bar (``progress``) or a line when there are many."""
+    if len(anns) < LARGE_ANNOTATIONS:
+        return anns
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        return tqdm(anns, desc="checking annotations", unit="ann", file=sys.stderr, leave=False)
+    if report is not None:
+        report(f"checking {len(anns):,} annotations...")
+    return anns
+
+
 def _clean_annotation(
     ann: dict[str, Any], image: dict[str, Any], problems: list[tuple[str, str]]
 ) -> dict[str, Any] | None:
@@ -222,6 +283,12 @@ def _clean_annotation(
     where = f"annotation {ann['id']} (image {ann['image_id']})"
     seg = ann.get("segmentation")
     if isinstance(seg, list):
+        hostile = masks.polygon_problem(seg, image["width"], image["height"])
+        if hostile:
+            problems.append(
+                ("annotation with a polygon that cannot be rasterised", f"{where}: {hostile}")
+            )
+            return None
         parts, dropped = masks.clean_polygons(seg)
         if dropped:
             problems.append(("polygon parts dropped (fewer than 6 numbers or odd)", where))
