@@ -20,6 +20,7 @@ candidate that reproduces them (:func:`opencv_vector_block`). Pure numpy; no tor
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -133,7 +134,9 @@ def opencv_vector_block() -> int:
     """Columns per SIMD iteration of OpenCV's nearest ``warpAffine`` on this CPU (16 on AVX2).
 
     Found by warping a few 1-pixel-high probe rows with cv2 and keeping the first candidate that
-    reproduces all of them; 16 if none does (a build this module does not know).
+    reproduces all of them. When none does (older OpenCV builds work in 1/32-pixel fixed point
+    instead of float32), warns once and returns 16: coordinates then differ from that
+    build's by up to 1/32 pixel, so masks can differ from ``warp_mask`` at their edges.
     """
     import cv2
 
@@ -153,4 +156,10 @@ def opencv_vector_block() -> int:
     for block in _CANDIDATE_BLOCKS:
         if all(np.array_equal(_probe_row(inv, block), row) for inv, row in observed):
             return block
+    warnings.warn(
+        f"OpenCV {cv2.__version__} computes warpAffine coordinates in a way cpgen does not "
+        "model: copypaste_batch's masks can differ from the CLI's by a pixel at their edges",
+        RuntimeWarning,
+        stacklevel=2,
+    )
     return 16
