@@ -210,13 +210,81 @@ def copypaste(
         ),
     ] = "link",
     quality: QualityOpt = 95,
+    paste_by: Annotated[
+        str,
+        typer.Option(
+            help="mask: paste each instance's mask (its box where it has no segmentation, as in "
+            "a detection dataset); box: paste box rectangles even where masks exist.",
+        ),
+    ] = "mask",
+    backgrounds: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of background photos (searched recursively; EXIF orientation applied): "
+            "outputs on one take its size and carry only pasted instances.",
+            show_default=False,
+        ),
+    ] = None,
+    backgrounds_frac: Annotated[
+        float | None,
+        typer.Option(
+            help="Fraction of outputs put on --backgrounds, drawn per output (default 1).",
+            show_default=False,
+        ),
+    ] = None,
+    paste_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Paste instances of this second dataset (an object pool; same layouts as "
+            "--src) onto the first; categories are matched by name, new ones appended.",
+            show_default=False,
+        ),
+    ] = None,
+    paste_ann: Annotated[
+        Path | None,
+        typer.Option(help="Object pool's COCO file (with --paste-images).", show_default=False),
+    ] = None,
+    paste_images: Annotated[
+        Path | None,
+        typer.Option(help="Object pool's image folder (with --paste-ann).", show_default=False),
+    ] = None,
+    categories: Annotated[
+        str | None,
+        typer.Option(
+            help="Paste only these categories: names or ids, comma-separated (e.g. "
+            "person,dog); targets keep all their annotations.",
+            show_default=False,
+        ),
+    ] = None,
+    balance: Annotated[
+        str,
+        typer.Option(
+            help="none, or category: each output draws a category uniformly, then a source "
+            "holding it, and pastes only instances of it (rare classes get pasted as often as "
+            "common ones).",
+        ),
+    ] = "none",
+    rotate: Annotated[
+        float,
+        typer.Option(
+            help="Rotate the pasted instances together by an angle uniform in "
+            "[-ROTATE, ROTATE] degrees (0: no rotation).",
+        ),
+    ] = 0.0,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """Simple Copy-Paste: paste instances of one image onto another; write images + COCO JSON."""
+    """Simple Copy-Paste: paste instances of one image onto another; write images + COCO JSON.
+
+    Box-only (detection) datasets work as they are. Datasets you bring, e.g.:
+
+    cpgen copypaste --src coco/ -o aug --paste-from pool/ --balance category --rotate 15
+
+    cpgen copypaste --src coco/ -o aug --backgrounds photos/ --categories dog,horse
+    """
     from cpgen import copypaste as job
     from cpgen.datasets import coco
     from cpgen.runner import check_backend
@@ -234,6 +302,15 @@ def copypaste(
         mask_format=mask_format,
         originals=originals,
         quality=quality,
+        paste_by=paste_by,
+        backgrounds=None if backgrounds is None else str(backgrounds),
+        backgrounds_frac=backgrounds_frac,
+        paste_from=None if paste_from is None else str(paste_from),
+        paste_ann=None if paste_ann is None else str(paste_ann),
+        paste_images=None if paste_images is None else str(paste_images),
+        categories=None if categories is None else tuple(categories.split(",")),
+        balance=balance,
+        rotate=rotate,
     )
     run_options = job.RunOptions(
         workers=_workers(workers),
@@ -246,7 +323,10 @@ def copypaste(
     files = _coco_files(src, ann, images, split)
     from cpgen.output import check_out, check_out_path
 
-    check_out_path(out, [src if src is not None else files.images])
+    extra_inputs = [Path(p) for p in (options.paste_from, options.paste_images) if p is not None]
+    if backgrounds is not None:
+        extra_inputs.append(backgrounds)
+    check_out_path(out, [src if src is not None else files.images, *extra_inputs])
     if not dry_run:  # before reading a large file: a refused OUT needs no parse
         check_out(out, overwrite=overwrite, resume=resume)
     index = coco.load(files, report=None if quiet else _stderr, progress=_progress(quiet))
@@ -254,7 +334,10 @@ def copypaste(
         broken = job.check_images(index)
         for reason in broken.values():
             _stderr(f"would skip image {reason}")
-        _print_plan(index, job.plan(index, options, broken), as_json)
+        inputs = job.prepare(index, options)
+        for reason in inputs.broken:
+            _stderr(f"would skip image {reason}")
+        _print_plan(inputs, job.plan(index, options, broken, inputs), as_json)
         return
     summary = job.run(index, out, options, run_options, report=_stderr)
     _finish(summary, as_json, quiet)
@@ -422,6 +505,140 @@ def cutmix(
     _finish(summary, as_json, quiet)
 
 
+# Read-only commands: preview and stats.
+PathArg = Annotated[
+    Path | None,
+    typer.Argument(
+        metavar="PATH",
+        help="A COCO dataset folder (any layout --src takes) or annotation file, a cpgen "
+        "copy-paste output, or a cpgen cutmix output.",
+        show_default=False,
+    ),
+]
+ReadAnnOpt = Annotated[
+    Path | None, typer.Option("--ann", help="COCO annotation file (instead of PATH).")
+]
+ReadImagesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--images",
+        help="Image folder of --ann (default: images/ beside the file if any, else its folder).",
+    ),
+]
+ReadSplitOpt = Annotated[
+    str | None, typer.Option(help="Split to read when PATH holds several (train2017...).")
+]
+
+
+@app.command()
+@handle_errors
+def preview(
+    path: PathArg = None,
+    ann: ReadAnnOpt = None,
+    images: ReadImagesOpt = None,
+    split: ReadSplitOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="PNG to write (default: <PATH>-preview.png beside PATH, never inside it).",
+            show_default=False,
+        ),
+    ] = None,
+    num: Annotated[int, typer.Option(help="Tiles to draw.")] = 16,
+    seed: Annotated[int, typer.Option(help="Random seed that chooses the tiles.")] = 0,
+    ids: Annotated[
+        str | None,
+        typer.Option(
+            help="Image ids to draw instead, e.g. 12,40 (for a cutmix output: labels.csv rows, "
+            "from 0).",
+            show_default=False,
+        ),
+    ] = None,
+    tile_width: Annotated[
+        int, typer.Option(help="Width of a tile's image in pixels (tiles are 4:3).")
+    ] = 320,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Draw a contact sheet (one PNG) of a dataset or a cpgen output.
+
+    Masks, boxes and names; pasted instances warm, the target's own cool, crowd hatched; captions
+    give the target and source ids and the drawn parameters. By default the tiles are the
+    generated images of a cpgen output (any images otherwise). Exit 3 when an image could not be
+    read (drawn as a placeholder).
+    """
+    from cpgen import preview as job
+    from cpgen.datasets import lazy
+
+    options = job.PreviewOptions(
+        num=num,
+        seed=seed,
+        ids=job.parse_ids(ids) if ids is not None else None,
+        tile_width=tile_width,
+    )
+    dataset = lazy.locate(path, ann, images, split)
+    target = out if out is not None else job.default_out(path if path is not None else ann)
+    named = str(path if path is not None else ann)
+    result = job.preview(dataset, target, options, named, report=_stderr)
+    _finish(result, as_json, quiet)
+
+
+@app.command()
+@handle_errors
+def stats(
+    path: PathArg = None,
+    ann: ReadAnnOpt = None,
+    split: ReadSplitOpt = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            help="Another dataset to count beside PATH, e.g. the source (a COCO folder or "
+            "annotation file; for a cutmix output, an image folder).",
+            show_default=False,
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the main charts to this PNG (needs matplotlib: "
+            "pip install 'cpgen\\[plot]').",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")
+    ] = False,
+) -> None:
+    """Count what a dataset or a cpgen output holds, per category.
+
+    Instances and images (original vs generated part, or vs --compare), pasted and dropped
+    instances, COCO size buckets, how visible occluded targets stayed; for a cutmix output,
+    classes as base and as patch and the base weight's distribution.
+    """
+    from cpgen import stats as job
+    from cpgen.datasets import lazy
+
+    if plot is not None:
+        from cpgen import stats_plot
+
+        stats_plot.check_available()
+        if plot.suffix.lower() != ".png":
+            raise UsageError(f"--plot {plot} must name a .png file")
+    if compare is not None and not compare.exists():
+        raise UsageError(f"--compare {compare} does not exist")
+    result = job.stats(lazy.locate(path, ann, None, split), compare)
+    if plot is not None:
+        stats_plot.plot(result, plot)
+    if as_json:
+        print(json.dumps(result), flush=True)
+    else:
+        print("\n".join(job.lines(result)), flush=True)
+    if plot is not None:
+        _stderr(f"cpgen stats: charts -> {plot}")
+
+
 def _coco_files(src: Path | None, ann: Path | None, images: Path | None, split: str | None):
     from cpgen.datasets import coco
 
@@ -438,12 +655,14 @@ def _coco_files(src: Path | None, ann: Path | None, images: Path | None, split: 
     return coco.CocoFiles(ann, images)
 
 
-def _print_plan(index: Any, tasks: list[Any], as_json: bool) -> None:
+def _print_plan(inputs: Any, tasks: list[Any], as_json: bool) -> None:
     rows = [
         {
             "index": t.index,
-            "target": index.images[t.target]["file_name"],
-            "source": index.images[t.source]["file_name"],
+            "target": inputs.index.images[t.target]["file_name"]
+            if t.background is None
+            else f"background:{inputs.backgrounds[t.background]}",
+            "source": inputs.source_index.images[t.source]["file_name"],
             "seed": t.seed,
         }
         for t in tasks

@@ -13,8 +13,8 @@ union's tight box and :func:`~cpgen.ops.paste.composite` without blending for pi
 bit for bit, and pixels within one grey level (the same float32 bilinear formula, unfused where
 OpenCV's SIMD loop fuses), because the sampled coordinates are OpenCV's own
 (:mod:`cpgen.ops.warp_coords`). float64 images are computed in float64 (OpenCV's float64 warp
-quantises positions to 1/32 pixel and is not matched). Gaussian blending (``--blend
-gaussian``) is not offered here.
+quantises positions to 1/32 pixel and is not matched). Not offered here: Gaussian blending
+(``--blend gaussian``) and turned placements (``--rotate``; a placement's ``angle`` must be 0).
 
 Per image: a few small host computations (coordinates, the drop rule) and host syncs (areas,
 the union's box); the pixel and mask work is gathers and elementwise ops over the region the
@@ -130,6 +130,8 @@ def copypaste_batch(
         params = drawn
     if len(params) != count:
         raise ValueError(f"{len(params)} params for a batch of {count}")
+    if any(p is not None and p.placement.angle for p in params):
+        raise ValueError("copypaste_batch does not turn instances: every angle must be 0")
 
     block = opencv_vector_block()
     out = images.clone()

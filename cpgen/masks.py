@@ -45,6 +45,27 @@ def clean_polygons(parts: Sequence[Any]) -> tuple[list[list[float]], int]:
     return kept, dropped
 
 
+def is_box_only(ann: dict[str, Any]) -> bool:
+    """Whether an annotation is a box instance: its ``segmentation`` is missing, null or []."""
+    seg = ann.get("segmentation")
+    return seg is None or (isinstance(seg, list) and not seg)
+
+
+def box_polygon(box: Sequence[float], height: int, width: int) -> list[float]:
+    """The pixel-grid rectangle of a ``[x, y, w, h]`` box as one polygon part.
+
+    Edges are rounded half up (``x0 = floor(x + 0.5)``, ``x1 = floor(x + w + 0.5)``, the same
+    for y) and clipped to the frame, so the mask holds pixels ``x0 .. x1 - 1`` and
+    ``y0 .. y1 - 1``: pycocotools rasterises a rectangle with integer corners exactly so.
+    """
+    x, y, w, h = (float(v) for v in box)
+    x0 = min(max(np.floor(x + 0.5), 0.0), width)
+    y0 = min(max(np.floor(y + 0.5), 0.0), height)
+    x1 = min(max(np.floor(x + w + 0.5), 0.0), width)
+    y1 = min(max(np.floor(y + h + 0.5), 0.0), height)
+    return [x0, y0, x1, y0, x1, y1, x0, y1]
+
+
 #: How far (in image sizes) a polygon may reach beyond its image's frame. pycocotools allocates
 #: in proportion to a polygon's extent, so one coordinate of 1e12 (a broken converter) would
 #: exhaust memory or crash; a polygon slightly outside the frame is clipped when rasterised.

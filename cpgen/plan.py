@@ -7,7 +7,7 @@ worker count, the backend, the order shards finish in, or a resume.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -35,34 +35,65 @@ def task_rng(seed: int, stream: int) -> np.random.Generator:
 
 @dataclass(frozen=True)
 class CopyPasteTask:
-    """One copy-paste output: positions of its target and source in the dataset index."""
+    """One copy-paste output: positions of its target and source in their datasets.
+
+    ``background`` is the position of a background photo when the output is on one (then
+    ``target`` is unused); ``category`` is the category drawn by ``--balance category``.
+    """
 
     index: int
     target: int
     source: int
     seed: int
+    background: int | None = None
+    category: int | None = None
 
 
 def plan_copypaste(
-    targets: Sequence[int], pasteable: Sequence[int], num_outputs: int, seed: int
+    targets: Sequence[int],
+    pasteable: Sequence[int],
+    num_outputs: int,
+    seed: int,
+    *,
+    same_dataset: bool = True,
+    backgrounds: int = 0,
+    background_frac: float = 0.0,
+    by_category: Mapping[int, Sequence[int]] | None = None,
 ) -> list[CopyPasteTask]:
     """Targets cycle through ``targets``; each source is a random other pasteable image.
 
     ``targets`` and ``pasteable`` list (ascending) the positions of the usable images and of
-    those with at least one non-crowd instance. When the target is the only pasteable image,
-    it is its own source.
+    those with at least one instance to paste. When the target is the only pasteable image,
+    it is its own source. Sources from another dataset (``same_dataset`` False) are never
+    "the target". With ``backgrounds`` photos, each output first draws whether it goes on one
+    (probability ``background_frac``) and which. With ``by_category`` (category id -> the
+    pasteable images holding it) each output draws a category uniformly, then an image holding
+    it. Without these options the draws are exactly the plain plan's.
     """
     where = {pos: i for i, pos in enumerate(pasteable)}
+    categories = sorted(by_category) if by_category is not None else []
+    holders = {c: {pos: i for i, pos in enumerate(by_category[c])} for c in categories}
     tasks = []
     for index in range(num_outputs):
         target = targets[index % len(targets)]
         seed_i = task_seed(seed, index)
         rng = task_rng(seed_i, PLAN_STREAM)
-        if len(pasteable) == 1:
-            source = pasteable[0]
+        background = None
+        if backgrounds and rng.random() < background_frac:
+            background = int(rng.integers(backgrounds))
+        own = same_dataset and background is None  # the target's own instances are candidates
+        category = None
+        candidates: Sequence[int] = pasteable
+        exclude = where.get(target) if own else None
+        if by_category is not None:
+            category = categories[int(rng.integers(len(categories)))]
+            candidates = by_category[category]
+            exclude = holders[category].get(target) if own else None
+        if len(candidates) == 1:
+            source = candidates[0]
         else:
-            source = pasteable[choose_other(rng, len(pasteable), where.get(target))]
-        tasks.append(CopyPasteTask(index, target, source, seed_i))
+            source = candidates[choose_other(rng, len(candidates), exclude)]
+        tasks.append(CopyPasteTask(index, target, source, seed_i, background, category))
     return tasks
 
 

@@ -5,6 +5,7 @@ The order of draws is part of the output contract: changing it changes every out
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,16 +38,25 @@ def sample_copypaste(
     max_paste: int,
     scale_range: tuple[float, float],
     hflip: float,
+    required: Sequence[int] | None = None,
+    rotate: float = 0.0,
 ) -> CopyPasteParams:
-    """Subset, flip, scale and offset for pasting a source (w, h) onto a target (w, h).
+    """Subset, flip, scale, offset (and angle) for pasting a source (w, h) onto a target (w, h).
 
     Subset size is uniform in ``1..min(n, max_paste)``. The scale is ``u * fit`` with ``u`` uniform
     in ``scale_range`` and ``fit`` the factor that fits the source inside the target frame. The
     offset is uniform over positions where the placed source either lies inside the frame (when
     smaller) or covers it (when larger), so the visible part is a random crop.
+
+    ``required`` (positions of the instances of a category to balance) restricts the subset to
+    them: only that category is pasted, so a common category cannot crowd out a rare one.
+    ``rotate`` > 0 draws an angle uniform in ``[-rotate, rotate]`` degrees, last; with 0 nothing
+    more is drawn.
     """
-    k = int(rng.integers(1, min(num_instances, max_paste) + 1))
-    chosen = tuple(sorted(int(i) for i in rng.choice(num_instances, size=k, replace=False)))
+    pool = num_instances if required is None else len(required)
+    k = int(rng.integers(1, min(pool, max_paste) + 1))
+    picks = (int(i) for i in rng.choice(pool, size=k, replace=False))
+    chosen = tuple(sorted(picks if required is None else (int(required[i]) for i in picks)))
     flip = bool(rng.random() < hflip)
     (sw, sh), (tw, th) = source_size, target_size
     fit = min(tw / sw, th / sh)
@@ -54,7 +64,8 @@ def sample_copypaste(
     free_x, free_y = tw - sw * scale, th - sh * scale
     offset_x = float(rng.uniform(min(0.0, free_x), max(0.0, free_x)))
     offset_y = float(rng.uniform(min(0.0, free_y), max(0.0, free_y)))
-    return CopyPasteParams(chosen, Placement(flip, scale, offset_x, offset_y, sw))
+    angle = float(rng.uniform(-rotate, rotate)) if rotate > 0 else 0.0
+    return CopyPasteParams(chosen, Placement(flip, scale, offset_x, offset_y, sw, sh, angle))
 
 
 @dataclass(frozen=True)

@@ -244,8 +244,6 @@ def check_annotation_record(ann: Any, position: int) -> list[Problem]:
     for key in ("id", "image_id", "category_id"):
         if not _is_int(ann.get(key)):
             bad(f"'{key}' {_short(ann.get(key))} is not an integer")
-    if "segmentation" not in ann:
-        bad("no 'segmentation'")
     area = ann.get("area")
     if not (_is_number(area) and area >= 0):
         bad(f"'area' {_short(area)} is not a number >= 0")
@@ -422,7 +420,7 @@ def check_annotation_geometry(ann: dict[str, Any], width: int, height: int) -> l
         outside = check_bbox_inside(bbox, width, height, where)
         if outside:
             problems.append(outside)
-    if "segmentation" not in ann:
+    if masks.is_box_only(ann):  # a box-only (detection) annotation: its bbox is all there is
         return problems
     rle, parts, seg_problems = decode_segmentation(ann["segmentation"], height, width, where)
     problems += seg_problems

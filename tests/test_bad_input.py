@@ -101,7 +101,10 @@ def test_duplicate_ids_are_fatal(voc, tmp_path, table):
     [
         (lambda a: a.update(image_id=999), "annotation on an unknown image"),
         (lambda a: a.update(category_id=999), "annotation with an unknown category"),
-        (lambda a: a.update(segmentation=[]), "annotation with an empty segmentation"),
+        (  # segmentation [] is a box-only annotation: a bbox that is no box is the problem
+            lambda a: a.update(segmentation=[], bbox=[1, 2, 0, 5]),
+            "box-only annotation without a valid bbox",
+        ),
         (lambda a: a.update(segmentation=[[1, 2, 3, 4]]), "annotation with an empty segmentation"),
         (
             lambda a: a.update(segmentation=[[1, 2, 3, 4, 5, 6, 7]]),

@@ -336,6 +336,9 @@ def test_bad_arguments_are_refused():
         copypaste_batch(images, masks[:1], labels)
     with pytest.raises(ValueError, match="box_format"):
         copypaste_batch(images, masks, labels, box_format="cxcywh")
+    with pytest.raises(ValueError, match="angle"):
+        turned = CopyPasteParams((0,), Placement(False, 1.0, 0.0, 0.0, 8, 8, angle=10.0))
+        copypaste_batch(images, masks, labels, [1, 0], [turned, None])
     with pytest.raises(ValueError, match="outside"):
         bad = CopyPasteParams((1,), Placement(False, 1.0, 0.0, 0.0, 8))
         copypaste_batch(images, masks, labels, [1, 0], [bad, None])

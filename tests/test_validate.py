@@ -179,7 +179,7 @@ def _polygon_part_short(root: Path, data: dict[str, Any]) -> None:
 
 
 def _empty_mask(root: Path, data: dict[str, Any]) -> None:
-    data["annotations"][0]["segmentation"] = []
+    data["annotations"][0]["segmentation"] = [[4.0, 4.0, 9.0, 4.0, 9.0, 4.0]]  # a flat line
     data["annotations"][2]["segmentation"] = [[3.0, 3.0, 3.0, 3.0, 3.0, 3.0]]
 
 
@@ -299,7 +299,9 @@ def test_integral_floats_are_integers_and_hostile_polygons_are_refused(tmp_path:
     data = make_dataset(tmp_path)
     data["images"][0].update(width=64.0, height=48.0, id=0.0)
     data["annotations"][0]["image_id"] = 0.0
-    data["annotations"][1]["segmentation"][0][3] = float("nan")  # json writes NaN
+    nan_part = list(data["annotations"][1]["segmentation"][0])  # a copy: the constant is shared
+    nan_part[3] = float("nan")  # json writes NaN
+    data["annotations"][1]["segmentation"] = [nan_part]
     data["annotations"][2]["segmentation"] = [[5.0, 5.0, 1e12, 5.0, 20.0, 25.0]]
     write_json(tmp_path, data)
     code, report = run_json(tmp_path)

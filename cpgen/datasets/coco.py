@@ -9,6 +9,7 @@ annotation drops that annotation and is reported in ``CocoIndex.problems``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -282,6 +283,8 @@ def _clean_annotation(
     """A copy of ``ann`` with a decodable segmentation, or None (reported) if it has none."""
     where = f"annotation {ann['id']} (image {ann['image_id']})"
     seg = ann.get("segmentation")
+    if masks.is_box_only(ann):  # a detection (box-only) annotation: its box is its mask
+        return _clean_box(ann, image, where, problems)
     if isinstance(seg, list):
         hostile = masks.polygon_problem(seg, image["width"], image["height"])
         if hostile:
@@ -306,6 +309,27 @@ def _clean_annotation(
         return None
     cleaned = dict(ann)
     cleaned["segmentation"] = seg
+    cleaned["iscrowd"] = 1 if ann.get("iscrowd") else 0
+    return cleaned
+
+
+def _clean_box(
+    ann: dict[str, Any], image: dict[str, Any], where: str, problems: list[tuple[str, str]]
+) -> dict[str, Any] | None:
+    """A copy of a box-only annotation whose ``bbox`` covers a pixel, or None (reported)."""
+    box = ann.get("bbox")
+    numbers = isinstance(box, list) and len(box) == 4
+    numbers = numbers and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box
+    )
+    if not numbers or box[2] <= 0 or box[3] <= 0:
+        problems.append(("box-only annotation without a valid bbox", where))
+        return None
+    x0, y0, x1, _, _, y1, _, _ = masks.box_polygon(box, image["height"], image["width"])
+    if x1 <= x0 or y1 <= y0:
+        problems.append(("annotation with an empty mask", where))
+        return None
+    cleaned = dict(ann)
     cleaned["iscrowd"] = 1 if ann.get("iscrowd") else 0
     return cleaned
 

@@ -2,11 +2,15 @@
 
 Coordinates are continuous pixel coordinates (pixel ``i`` covers ``[i, i + 1)``), the convention
 of COCO polygons. A placement maps a source point ``x`` to ``scale * x' + offset_x`` where ``x'``
-is ``x`` or, flipped, ``source_width - x``; ``y`` to ``scale * y + offset_y``.
+is ``x`` or, flipped, ``source_width - x``; ``y`` to ``scale * y + offset_y``; then, with an
+``angle``, turns the result by ``angle`` degrees counter-clockwise (as seen on the image, y
+down, like ``cv2.getRotationMatrix2D``) about the centre of the placed source rectangle. One
+affine map serves pixels (``warp_matrix``), polygons (``polygon``) and masks (``warp_mask``).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,32 +24,85 @@ Mask = npt.NDArray[np.uint8]
 
 @dataclass(frozen=True)
 class Placement:
-    """Where the source lands on the target: horizontal flip, then scale, then offset (pixels)."""
+    """Where the source lands on the target: horizontal flip, scale, offset (pixels), and a
+    turn by ``angle`` degrees about the placed source's centre (``source_height`` is needed
+    only to find that centre)."""
 
     flip: bool
     scale: float
     offset_x: float
     offset_y: float
-    source_width: int
+    source_width: float
+    source_height: float = 0.0
+    angle: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.scale > 0:
             raise ValueError(f"scale must be positive, got {self.scale}")
 
+    @functools.cached_property
+    def _affine(self) -> npt.NDArray[np.float64]:
+        return self.affine()
+
+    def affine(self) -> npt.NDArray[np.float64]:
+        """2x3 matrix of the whole map in continuous coordinates: ``target = A @ source + b``."""
+        s = self.scale
+        sign = -1.0 if self.flip else 1.0
+        shift_x = s * self.source_width if self.flip else 0.0
+        linear = np.array([[sign * s, 0.0], [0.0, s]])
+        shift = np.array([shift_x + self.offset_x, self.offset_y])
+        if self.angle:
+            theta = np.deg2rad(self.angle)
+            cos, sin = np.cos(theta), np.sin(theta)
+            turn = np.array([[cos, sin], [-sin, cos]])
+            centre = np.array(
+                [
+                    self.offset_x + s * self.source_width / 2,
+                    self.offset_y + s * self.source_height / 2,
+                ]
+            )
+            linear = turn @ linear
+            shift = turn @ (shift - centre) + centre
+        return np.hstack([linear, shift[:, None]])
+
     def polygon(self, part: Sequence[float]) -> list[float]:
         """Map one polygon part ``[x0, y0, x1, y1, ...]`` from source to target coordinates."""
         xy = np.asarray(part, dtype=np.float64).reshape(-1, 2)
+        if self.angle:
+            matrix = self._affine
+            return (xy @ matrix[:, :2].T + matrix[:, 2]).reshape(-1).tolist()
         x = self.source_width - xy[:, 0] if self.flip else xy[:, 0]
         out = np.empty_like(xy)
         out[:, 0] = self.scale * x + self.offset_x
         out[:, 1] = self.scale * xy[:, 1] + self.offset_y
         return out.reshape(-1).tolist()
 
+    def reduced(self, reduction: int) -> Placement:
+        """The same map for a source decoded ``reduction`` times smaller."""
+        if reduction == 1:
+            return self
+        return Placement(
+            self.flip,
+            self.scale * reduction,
+            self.offset_x,
+            self.offset_y,
+            self.source_width / reduction,
+            self.source_height / reduction,
+            self.angle,
+        )
+
     def warp_matrix(self, rect_x: int = 0, rect_y: int = 0) -> npt.NDArray[np.float64]:
         """2x3 matrix from source pixel indices to indices of a target crop at (rect_x, rect_y).
 
         Pixel centres sit at ``i + 0.5`` in continuous coordinates, hence the half-pixel terms.
         """
+        if self.angle:
+            matrix = self.affine()
+            # j = A (i + 0.5) + b - 0.5 for pixel indices i (source) and j (target)
+            matrix[:, 2] += matrix[:, :2].sum(axis=1) * 0.5 - 0.5
+            matrix[0, 2] -= rect_x
+            matrix[1, 2] -= rect_y
+            return matrix
         s = self.scale
         if self.flip:
             a, bx = -s, s * (self.source_width - 0.5) + self.offset_x - 0.5

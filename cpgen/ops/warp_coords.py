@@ -117,10 +117,11 @@ def linear_taps(coords: Floats, size: int) -> tuple[Ints, Ints, Floats]:
 
 
 def placement_inverse(placement: Placement, rect_x: int = 0, rect_y: int = 0) -> list[float]:
-    """OpenCV's inverse of ``placement.warp_matrix(rect_x, rect_y)``."""
+    """OpenCV's inverse of ``placement.warp_matrix(rect_x, rect_y)``; only for placements
+    without a turn (``angle`` 0), whose map is separable (ValueError otherwise)."""
     matrix = placement.warp_matrix(rect_x, rect_y)
-    if matrix[0, 1] != 0 or matrix[1, 0] != 0:  # pragma: no cover - placements never rotate
-        raise ValueError("only separable (unrotated) placements are supported")
+    if matrix[0, 1] != 0 or matrix[1, 0] != 0:
+        raise ValueError(f"a turned placement (angle {placement.angle}) is not separable")
     return inverse_matrix(matrix)
 
 

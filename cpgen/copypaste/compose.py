@@ -1,0 +1,216 @@
+"""One output in memory: paste the drawn instances of a source onto a target (no I/O).
+
+``draw_params`` draws the output's parameters from its task seed; ``copy_paste`` is the pure
+composition (pixels, occluded target masks, pasted masks) and ``_annotation`` builds the
+output records with their provenance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cpgen import images, masks
+from cpgen.copypaste.options import CopyPasteOptions
+from cpgen.copypaste.sources import Selection, target_segmentation
+from cpgen.ops.paste import (
+    blur_radius,
+    composite,
+    keep_occluded,
+    padded_rect,
+    warp_crop,
+    warp_mask,
+)
+from cpgen.plan import PARAMS_STREAM, task_rng
+from cpgen.sampling import CopyPasteParams, sample_copypaste
+
+
+@dataclass
+class Generated:
+    """A generated image and its annotations (ids not yet assigned)."""
+
+    image: images.Image
+    annotations: list[dict[str, Any]]
+    params: CopyPasteParams
+    drawn_ids: list[Any]  # ids of the source annotations drawn for pasting
+    dropped: int  # target annotations dropped as hidden
+
+
+def draw_params(
+    task_seed: int,
+    source_anns: list[dict[str, Any]],
+    source_size: tuple[int, int],
+    target_size: tuple[int, int],
+    options: CopyPasteOptions,
+    selection: Selection | None = None,
+    category: int | None = None,
+) -> CopyPasteParams:
+    """The task's paste parameters, drawn from its own generator (sizes are (width, height)).
+
+    With ``category`` (``--balance category``) the drawn subset holds only instances of it.
+    """
+    pasteable = (selection or Selection()).pasteable(source_anns)
+    required = None
+    if category is not None:
+        required = [i for i, a in enumerate(pasteable) if a["category_id"] == category]
+    rng = task_rng(task_seed, PARAMS_STREAM)
+    return sample_copypaste(
+        rng,
+        len(pasteable),
+        source_size,
+        target_size,
+        options.max_paste,
+        options.scale,
+        options.hflip,
+        required,
+        options.rotate,
+    )
+
+
+def source_reduction(params: CopyPasteParams) -> int:
+    """How much smaller (1, 2, 4 or 8) the source may be decoded: never below the paste's scale.
+
+    JPEG decodes at 1/2, 1/4 and 1/8 size for a fraction of the cost (DCT scaling), and the
+    reduced image is a better start for a strong shrink than bilinear sampling of the full one.
+    """
+    reduction = 1
+    while reduction < 8 and params.placement.scale * reduction * 2 <= 1.0:
+        reduction *= 2
+    return reduction
+
+
+def copy_paste(
+    params: CopyPasteParams,
+    target: images.Image,
+    target_anns: list[dict[str, Any]],
+    source: images.Image,
+    source_anns: list[dict[str, Any]],
+    options: CopyPasteOptions,
+    source_size: tuple[int, int] | None = None,
+    reduction: int = 1,
+    selection: Selection | None = None,
+) -> Generated:
+    """Paste the drawn subset of the source's non-crowd instances onto the target.
+
+    ``target`` is modified in place and returned as the output image. ``source`` may be decoded
+    ``reduction`` times smaller than its ``source_size`` (width, height); masks always come from
+    the full-size annotations. Annotations are full records: the target's (occluded, possibly
+    dropped) then the pasted ones, each with its ``cpgen`` provenance; ``id`` and ``image_id``
+    are left for the merge to assign. ``selection`` says which source instances can be pasted
+    and how (default: every non-crowd one, by its mask).
+    """
+    th, tw = target.shape[:2]
+    sw, sh = source_size if source_size is not None else (source.shape[1], source.shape[0])
+    selection = selection or Selection()
+    pasteable = selection.pasteable(source_anns)
+    placement = params.placement
+
+    pasted: list[tuple[dict[str, Any], masks.Rle, int]] = []
+    for pos in params.instances:
+        ann = pasteable[pos]
+        seg = selection.source_segmentation(ann, sh, sw)
+        if isinstance(seg, list):
+            rle = masks.polygons_to_rle([placement.polygon(p) for p in seg], th, tw)
+        else:
+            mask = masks.decode(masks.segmentation_to_rle(seg, sh, sw))
+            rle = masks.encode(warp_mask(mask, placement, th, tw))
+        area = masks.area(rle)
+        if area >= options.min_visible_px:
+            pasted.append((ann, rle, area))
+
+    union: masks.Rle | None = None
+    union_box = rect = (0, 0, 0, 0)
+    crop_mask = np.zeros((0, 0), np.uint8)
+    if pasted:
+        union = masks.union([rle for _, rle, _ in pasted])
+        union_box = tuple(masks.bbox(union))
+        rect = padded_rect(union_box, blur_radius(options.blend_sigma), tw, th)
+        x, y, w, h = rect
+        crop_mask = np.ascontiguousarray(masks.decode(union)[y : y + h, x : x + w])
+        composite(
+            target,
+            warp_crop(source, placement.reduced(reduction), rect),
+            crop_mask,
+            rect,
+            options.blend_sigma,
+        )
+
+    annotations: list[dict[str, Any]] = []
+    not_pasted: masks.Rle | None = None
+    dropped = 0
+    target_rles = masks.segmentations_to_rles(
+        [target_segmentation(a, th, tw) for a in target_anns], th, tw
+    )
+    target_boxes = masks.bboxes(target_rles)
+    for ann, rle, box in zip(target_anns, target_rles, target_boxes, strict=True):
+        area = None
+        if union is not None and _boxes_overlap(box, union_box):
+            original_px = masks.area(rle)
+            if not_pasted is None:
+                not_pasted = _complement(crop_mask, rect, th, tw)
+            visible = masks.intersect(rle, not_pasted)
+            area = masks.area(visible)
+            if area < original_px:
+                if not keep_occluded(
+                    original_px, area, options.min_visible_px, options.min_visible_frac
+                ):
+                    dropped += 1
+                    continue
+                rle, box = visible, masks.bbox(visible)
+        annotations.append(_annotation(ann, rle, "target", options.mask_format, area, box))
+    for ann, rle, area in pasted:
+        record = _annotation(ann, rle, "source", options.mask_format, area)
+        if selection.dataset is not None:
+            record["category_id"] = selection.output_category(ann["category_id"])
+            record["cpgen"]["dataset"] = selection.dataset
+        annotations.append(record)
+    drawn_ids = [pasteable[i]["id"] for i in params.instances]
+    return Generated(target, annotations, params, drawn_ids, dropped)
+
+
+def _complement(crop_mask: masks.Mask, rect: tuple[int, ...], height: int, width: int) -> masks.Rle:
+    """Everything but the pasted union, as an RLE over the frame, from the union's crop."""
+    x, y, w, h = rect
+    frame = np.ones((height, width), dtype=np.uint8, order="F")
+    frame[y : y + h, x : x + w] = 1 - crop_mask
+    return masks.encode(frame)
+
+
+def _boxes_overlap(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def _annotation(
+    ann: dict[str, Any],
+    rle: masks.Rle,
+    origin: str,
+    mask_format: str,
+    area: int | None = None,
+    box: list[int] | None = None,
+) -> dict[str, Any]:
+    """An output record: the original's keys, new mask, area and box, and provenance.
+
+    ``area`` and ``box`` are the mask's when the caller already has them. A box-only
+    annotation keeps its segmentation as it came (missing, null or []).
+    """
+    box_only = masks.is_box_only(ann)
+    segmentation: Any = None if box_only else masks.rle_to_json(rle)
+    if mask_format == "polygon" and not ann["iscrowd"] and not box_only:
+        h, w = rle["size"]
+        parts = masks.mask_to_polygons(masks.decode(rle))
+        as_polygon = masks.polygons_to_rle(parts, h, w) if parts else None
+        if as_polygon is not None and masks.area(as_polygon) > 0:
+            segmentation, rle, area, box = parts, as_polygon, None, None
+    record = {k: v for k, v in ann.items() if k not in ("id", "image_id", "cpgen")}
+    record.update(id=None, image_id=None)
+    if not box_only:
+        record["segmentation"] = segmentation
+    record.update(
+        area=masks.area(rle) if area is None else area,
+        bbox=masks.bbox(rle) if box is None else box,
+        iscrowd=ann["iscrowd"],
+        cpgen={"from": origin, "image_id": ann["image_id"], "ann_id": ann["id"]},
+    )
+    return record

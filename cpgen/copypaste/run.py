@@ -1,0 +1,336 @@
+"""The whole run: plan, originals then generated shards, merge, summary.
+
+read + validate (datasets.coco) -> plan (plan.py) -> shards in workers (shard.py) -> merge
+-> summary.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpgen import __version__, output
+from cpgen.copypaste.inputs import Inputs, prepare
+from cpgen.copypaste.options import CopyPasteOptions, options_record
+from cpgen.copypaste.shard import (
+    GenerateShard,
+    OriginalsShard,
+    OutputIds,
+    part_path,
+    run_generate_shard,
+    run_originals_shard,
+)
+from cpgen.copypaste.sources import images_by_category, refs, usable_images
+from cpgen.datasets import coco, consumers
+from cpgen.errors import DataError
+from cpgen.plan import CopyPasteTask, plan_copypaste, shard
+from cpgen.runner import RunOptions, run_jobs
+
+SHARD_SIZE = 16
+
+
+@dataclass
+class Summary:
+    """What a run did; printed as one line, or as one JSON object with ``--json``."""
+
+    command: str
+    out: str
+    annotations: str
+    images: int = 0
+    generated: int = 0
+    generated_annotations: int = 0
+    pasted_instances: int = 0
+    dropped_target_annotations: int = 0
+    originals: int = 0
+    skipped_outputs: int = 0
+    broken_images: list[str] = field(default_factory=list)
+    skipped_annotations: int = 0
+    seconds: float = 0.0
+    pasted_per_category: list[dict[str, Any]] = field(default_factory=list)  # id, name, pasted
+
+    @property
+    def skipped_items(self) -> int:
+        return self.skipped_outputs + len(self.broken_images) + self.skipped_annotations
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "skipped_items": self.skipped_items}
+
+    def line(self) -> str:
+        text = (
+            f"cpgen {self.command}: {self.generated} images generated "
+            f"({self.pasted_instances} instances pasted, {self.dropped_target_annotations} "
+            f"hidden target annotations dropped), {self.originals} originals kept, "
+            f"in {self.seconds:.1f} s -> {self.annotations}"
+        )
+        if self.pasted_per_category:
+            text += "; pasted per category: " + ", ".join(
+                f"{c['name']} {c['pasted']}" for c in self.pasted_per_category
+            )
+        if self.skipped_items:
+            text += (
+                f"; skipped: {self.skipped_outputs} outputs, {len(self.broken_images)} broken "
+                f"images, {self.skipped_annotations} annotations"
+            )
+        return text
+
+
+def generated_dir(index: coco.CocoIndex) -> str:
+    """A folder name for generated images that no original file_name starts with."""
+    taken = {
+        n.split("/", 1)[0].lower()
+        for n in (r["file_name"].replace("\\", "/") for r in index.images)
+    }
+    name, k = "cpgen", 0
+    while name.lower() in taken:
+        k += 1
+        name = f"cpgen-{k}"
+    return name
+
+
+def plan(
+    index: coco.CocoIndex,
+    options: CopyPasteOptions,
+    broken: Collection[int] = (),
+    inputs: Inputs | None = None,
+) -> list[CopyPasteTask]:
+    """The run's tasks over the usable images (those not in ``broken``).
+
+    ``inputs`` (pool, categories, backgrounds) are read from the options when not given.
+    """
+    inputs = inputs if inputs is not None else prepare(index, options)
+    if inputs.pool:  # targets need no instance of their own: the pool has them
+        usable = [i for i in range(len(index.images)) if i not in broken]
+        if not usable:
+            raise DataError(f"{index.files.annotations}: no usable images")
+        _, pasteable = usable_images(inputs.source_index, inputs.source_broken, inputs.selection)
+    else:
+        usable, pasteable = usable_images(index, broken, inputs.selection)
+    by_category = None
+    if options.balance == "category":
+        by_category = images_by_category(inputs.source_index, pasteable, inputs.selection)
+    num = options.num_images if options.num_images is not None else len(index.images)
+    return plan_copypaste(
+        usable,
+        pasteable,
+        num,
+        options.seed,
+        same_dataset=not inputs.pool,
+        backgrounds=len(inputs.backgrounds),
+        background_frac=options.background_fraction,
+        by_category=by_category,
+    )
+
+
+def run(
+    index: coco.CocoIndex,
+    out: Path,
+    options: CopyPasteOptions,
+    run_options: RunOptions,
+    report: Any = None,
+) -> Summary:
+    """Generate the dataset into ``out`` and return the summary.
+
+    ``report(message)`` receives one line per skipped item (stderr in the CLI).
+    """
+    started = time.perf_counter()
+    inputs = prepare(index, options)  # a bad pool, category or background folder stops here
+    if not inputs.pool:
+        usable_images(index, (), inputs.selection)  # nothing to paste: fails before OUT is touched
+    gen_dir = generated_dir(index)
+    manifest: dict[str, Any] = {
+        "tool": "cpgen",
+        "version": __version__,
+        "command": "copypaste",
+        "source": {
+            "annotations": str(index.files.annotations.resolve()),
+            "images": str(index.files.images.resolve()),
+            "sha256": output.file_digest(index.files.annotations),
+        },
+        "options": options_record(options),
+    }
+    if inputs.pool:
+        files = inputs.source_index.files
+        manifest["pool"] = {
+            "annotations": str(files.annotations.resolve()),
+            "images": str(files.images.resolve()),
+            "sha256": output.file_digest(files.annotations),
+        }
+    if inputs.backgrounds_dir is not None:
+        manifest["backgrounds"] = {
+            "folder": str(inputs.backgrounds_dir.resolve()),
+            "files": len(inputs.backgrounds),
+        }
+    finished = output.begin_run(
+        out, manifest, overwrite=run_options.overwrite, resume=run_options.resume
+    )
+    if report is not None:  # problems of the annotation file, before the long part
+        for problem, where in index.problems:
+            report(f"warning: {problem}: {where}")
+        for line in consumers.index_warning_lines(index):  # once: what trips trainers
+            report(line)
+        for warning in inputs.warnings:
+            report(warning)
+
+    def execute(payloads: list[Any], job: Any, desc: str, size: Callable[[Any], int]) -> None:
+        run_jobs(
+            job,
+            [p for p in payloads if p.number not in finished],
+            workers=run_options.workers,
+            backend=run_options.backend,
+            progress=run_options.progress,
+            desc=desc,
+            on_result=lambda r: r.done,
+            total=sum(size(p) for p in payloads),
+            initial=sum(size(p) for p in payloads if p.number in finished),
+        )
+
+    # phase 1: check every image's header, place the originals, recompute their areas and boxes
+    originals = []
+    for chunk in shard(range(len(index.images)), 64):
+        originals.append(
+            OriginalsShard(
+                len(originals),
+                list(refs(index, chunk).values()),
+                {p: index.anns_by_image[p] for p in chunk},
+                options.originals,
+                {p: index.images[p] for p in chunk},
+                str(index.files.images),
+                str(out),
+            )
+        )
+    execute(originals, run_originals_shard, "checking images", lambda p: len(p.images))
+    broken = {int(p) for s in range(len(originals)) for p in output.read_shard(out, s)["broken"]}
+
+    # phase 2: generate from the usable images only
+    tasks = plan(index, options, broken, inputs)
+    first_generate = len(originals)
+    most_annotations = max((len(a) for a in index.anns_by_image), default=0)
+    most_pasted = max((len(a) for a in inputs.source_index.anns_by_image), default=0)
+    ids = OutputIds(
+        index.max_image_id() + 1,
+        index.max_annotation_id() + 1,
+        most_annotations + min(options.max_paste, most_pasted),
+    )
+    generate = []
+    source = inputs.source_index
+    for chunk in shard(tasks, SHARD_SIZE):
+        targets = {t.target for t in chunk if t.background is None}
+        sources = {t.source for t in chunk}
+        touched = targets if inputs.pool else targets | sources
+        generate.append(
+            GenerateShard(
+                first_generate + len(generate),
+                chunk,
+                refs(index, touched),
+                {p: index.anns_by_image[p] for p in touched},
+                options,
+                str(index.files.images),
+                str(out),
+                gen_dir,
+                ids,
+                inputs.selection,
+                inputs.pool,
+                refs(source, sources) if inputs.pool else {},
+                {p: source.anns_by_image[p] for p in sources} if inputs.pool else {},
+                {
+                    t.background: inputs.backgrounds[t.background]
+                    for t in chunk
+                    if t.background is not None
+                },
+                str(inputs.backgrounds_dir or ""),
+            )
+        )
+    execute(generate, run_generate_shard, "copypaste", lambda p: len(p.tasks))
+    summary = merge(index, out, options, len(originals) + len(generate), inputs)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    output.write_manifest(out, {**manifest, "state": "done", "summary": summary.to_json()})
+    if report is not None:
+        for name in summary.broken_images:
+            report(f"skipped image {name}")
+    return summary
+
+
+def merge(
+    index: coco.CocoIndex,
+    out: Path,
+    options: CopyPasteOptions,
+    num_shards: int,
+    inputs: Inputs | None = None,
+) -> Summary:
+    """Write ``annotations.json`` atomically from the shards' JSON lines, in shard order.
+
+    Workers assigned every id, so this only joins text; originals found broken by any shard
+    (even a later one) are left out, with their placed files. ``inputs`` gives the output's
+    categories (with a pool's appended) and the inputs found broken before the run.
+    """
+    categories = inputs.categories if inputs is not None else index.categories
+    broken_inputs = dict.fromkeys(inputs.broken if inputs is not None else [])
+    per_category: dict[int, int] = {}
+    summary = Summary("copypaste", str(out), str(out / "annotations.json"))
+    summary.skipped_annotations = sum(
+        1 for problem, _ in index.problems if not problem.startswith("polygon parts dropped")
+    )
+    broken: dict[int, str] = {}
+    kinds = []
+    for number in range(num_shards):
+        status = output.read_shard(out, number)
+        kinds.append(status["kind"])
+        broken.update({int(k): v for k, v in status["broken"].items()})
+        broken_inputs.update(dict.fromkeys(status.get("broken_inputs", {}).values()))
+        summary.skipped_outputs += len(status["skipped"])
+        for key, value in status["counts"].items():
+            if key == "pasted_per_category":
+                for cat, n in value.items():
+                    per_category[int(cat)] = per_category.get(int(cat), 0) + n
+            else:
+                setattr(summary, key, getattr(summary, key) + value)
+
+    def lines(part: str) -> Iterator[str]:
+        for kind in ("originals", "generated"):
+            for number in (n for n in range(num_shards) if kinds[n] == kind):
+                with part_path(out, number, part).open(encoding="utf-8") as f:
+                    for line in f:
+                        if kind == "originals":
+                            position, _, line = line.partition("\t")
+                            if int(position) in broken:
+                                continue
+                            summary.originals += part == "images"
+                        yield line.rstrip("\n")
+
+    info = {
+        "description": "generated by cpgen copypaste (Simple Copy-Paste)",
+        "version": __version__,
+        "cpgen": {
+            "tool": "cpgen",
+            "version": __version__,
+            "command": "copypaste",
+            "options": options_record(options),
+        },
+    }
+    if "info" in index.top:
+        info["source_info"] = index.top["info"]
+    coco.write(
+        out / "annotations.json",
+        info=info,
+        licenses=index.top.get("licenses") or [],
+        categories=categories,
+        images=lines("images"),
+        annotations=lines("annotations"),
+        extra={k: v for k, v in index.top.items() if k not in ("info", "licenses")},
+    )
+    summary.broken_images = [broken[p] for p in sorted(broken)] + list(broken_inputs)
+    names = {c["id"]: str(c.get("name")) for c in categories}
+    summary.pasted_per_category = [
+        {"id": cat, "name": names.get(cat, str(cat)), "pasted": n}
+        for cat, n in sorted(per_category.items())
+    ]
+    if options.originals != "none":  # a broken original leaves the output: its placed file too
+        for p in broken:
+            rel = coco.safe_relative(index.images[p]["file_name"])
+            if rel is not None:
+                (out / "images" / rel).unlink(missing_ok=True)
+    summary.images = summary.originals + summary.generated
+    return summary

@@ -1,0 +1,269 @@
+"""Shard workers: small picklable payloads in, images and JSON-lines records out.
+
+A shard writes its images, then its records as JSON lines, then its status file (last: the mark
+that it is done, which makes ``--resume`` exact). Workers assign every id, so the merge only
+joins text.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpgen import images, masks, output
+from cpgen.copypaste.compose import Generated, copy_paste, draw_params, source_reduction
+from cpgen.copypaste.options import CopyPasteOptions
+from cpgen.copypaste.sources import ImageRef, Selection, ShardImages, image_path
+from cpgen.copypaste.targets import load_background
+from cpgen.datasets import coco
+from cpgen.plan import CopyPasteTask
+
+
+@dataclass(frozen=True)
+class OutputIds:
+    """Ids of generated records, fixed by the output index alone (so workers assign them).
+
+    Output ``i`` is image ``image_base + i``; its ``j``-th annotation is
+    ``ann_base + i * ann_stride + j``, where ``ann_stride`` bounds the annotations of one output
+    (the most any image has, plus the most that can be pasted). Unique, deterministic, above the
+    originals' ids; not consecutive.
+    """
+
+    image_base: int
+    ann_base: int
+    ann_stride: int
+
+    def annotation(self, index: int, j: int) -> int:
+        return self.ann_base + index * self.ann_stride + j
+
+
+@dataclass(frozen=True)
+class GenerateShard:
+    """The tasks of one shard and what they read: target and source records (the sources are
+    the pool's when ``pool`` is set), background names, and how instances are selected."""
+
+    number: int
+    tasks: list[CopyPasteTask]
+    images: dict[int, ImageRef]
+    annotations: dict[int, list[dict[str, Any]]]
+    options: CopyPasteOptions
+    images_dir: str
+    out: str
+    gen_dir: str
+    ids: OutputIds
+    selection: Selection = Selection()
+    pool: bool = False
+    source_images: dict[int, ImageRef] = field(default_factory=dict)
+    source_annotations: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    backgrounds: dict[int, str] = field(default_factory=dict)
+    backgrounds_dir: str = ""
+
+
+@dataclass(frozen=True)
+class OriginalsShard:
+    number: int
+    images: list[ImageRef]
+    annotations: dict[int, list[dict[str, Any]]]
+    mode: str  # link | copy | none (check only)
+    records: dict[int, dict[str, Any]]  # the original image records, written as given
+    images_dir: str
+    out: str
+
+
+@dataclass
+class ShardResult:
+    number: int
+    done: int = 0  # outputs written (or originals placed)
+    broken: dict[int, str] = field(default_factory=dict)  # image position -> reason
+    skipped: list[str] = field(default_factory=list)  # output files not written, with reason
+    broken_inputs: dict[str, str] = field(default_factory=dict)  # pool image/background -> why
+
+
+def run_generate_shard(job: GenerateShard) -> ShardResult:
+    """Generate, encode and write a shard's outputs, then its result file (written last)."""
+    result = ShardResult(job.number)
+    out = Path(job.out)
+    image_lines: list[str] = []
+    ann_lines: list[str] = []
+    counts: dict[str, Any] = dict.fromkeys(
+        ("generated", "generated_annotations", "pasted_instances", "dropped_target_annotations"), 0
+    )
+    per_category: Counter[str] = Counter()
+    sources = job.source_images if job.pool else job.images
+    source_anns = job.source_annotations if job.pool else job.annotations
+    uses: Counter[tuple[str, int]] = Counter()
+    for t in job.tasks:
+        if t.background is None:
+            uses[job.images[t.target].key] += 1
+        uses[sources[t.source].key] += 1
+    cache = ShardImages(uses)
+    for task in job.tasks:
+        source_ref = sources[task.source]
+        on_background = task.background is not None
+        target_ref = None if on_background else job.images[task.target]
+        failed = ""
+        try:
+            if target_ref is None:  # a background photo, turned upright
+                failed = job.backgrounds[task.background]
+                if failed in result.broken_inputs:
+                    raise images.ImageError(result.broken_inputs[failed])
+                target = load_background(job.backgrounds_dir, failed)
+            else:
+                failed = target_ref
+                if target_ref.position in result.broken:
+                    raise images.ImageError(result.broken[target_ref.position])
+                target = cache.take(target_ref)  # pasted onto in place
+            target_size = (target.shape[1], target.shape[0])
+            params = draw_params(
+                task.seed,
+                source_anns[task.source],
+                (source_ref.width, source_ref.height),
+                target_size,
+                job.options,
+                job.selection,
+                task.category,
+            )
+            failed = source_ref
+            if job.pool and source_ref.file_name in result.broken_inputs:
+                raise images.ImageError(result.broken_inputs[source_ref.file_name])
+            if not job.pool and source_ref.position in result.broken:
+                raise images.ImageError(result.broken[source_ref.position])
+            source, reduction = cache.get(source_ref, source_reduction(params))
+        except images.ImageError as exc:
+            if isinstance(failed, str):
+                result.broken_inputs.setdefault(failed, f"background {failed}: {exc}")
+            elif job.pool and failed is source_ref:
+                name = failed.file_name
+                result.broken_inputs.setdefault(name, f"pool image {name}: {exc}")
+            else:
+                result.broken.setdefault(failed.position, f"{failed.file_name}: {exc}")
+            result.skipped.append(f"{output_name(job.gen_dir, task.index)}: input image unusable")
+            continue
+        generated = copy_paste(
+            params,
+            target,
+            [] if target_ref is None else job.annotations[task.target],
+            source,
+            source_anns[task.source],
+            job.options,
+            (source_ref.width, source_ref.height),
+            reduction,
+            job.selection,
+        )
+        file_name = output_name(job.gen_dir, task.index)
+        data = images.encode_jpeg(generated.image, job.options.quality)
+        images.write_output_image(out / "images" / file_name, data)
+        image_id = job.ids.image_base + task.index
+        where: dict[str, Any] = (
+            {"background": job.backgrounds[task.background]}
+            if target_ref is None
+            else {"target_id": target_ref.id}
+        )
+        image_lines.append(
+            output.dumps(
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "width": target_size[0],
+                    "height": target_size[1],
+                    "cpgen": {
+                        **where,
+                        "source_ids": [source_ref.id],
+                        "seed": task.seed,
+                        "params": params_record(generated, reduction, job.options, task),
+                    },
+                }
+            )
+        )
+        for j, ann in enumerate(generated.annotations):
+            ann["id"], ann["image_id"] = job.ids.annotation(task.index, j), image_id
+            ann_lines.append(output.dumps(ann))
+            if ann["cpgen"]["from"] == "source":
+                counts["pasted_instances"] += 1
+                per_category[str(ann["category_id"])] += 1
+        counts["generated"] += 1
+        counts["generated_annotations"] += len(generated.annotations)
+        counts["dropped_target_annotations"] += generated.dropped
+        result.done += 1
+    counts["pasted_per_category"] = dict(per_category)
+    write_shard(out, job.number, "generated", result, image_lines, ann_lines, counts)
+    return result
+
+
+def params_record(
+    generated: Generated, reduction: int, options: CopyPasteOptions, task: CopyPasteTask
+) -> dict[str, Any]:
+    """Every draw of an output, enough to regenerate it (with the options in ``info``)."""
+    p = generated.params.placement
+    record: dict[str, Any] = {
+        "instances": generated.drawn_ids,
+        "hflip": p.flip,
+        "scale": p.scale,
+        "offset": [p.offset_x, p.offset_y],
+        "source_reduction": reduction,
+    }
+    if options.rotate > 0:
+        record["rotation"] = p.angle
+    if task.category is not None:
+        record["category"] = task.category
+    return record
+
+
+def run_originals_shard(job: OriginalsShard) -> ShardResult:
+    """Check originals' headers, place them in OUT, and recompute their annotations' area/bbox."""
+    result = ShardResult(job.number)
+    out = Path(job.out)
+    image_lines: list[str] = []
+    ann_lines: list[str] = []
+    for ref in job.images:
+        try:
+            path = image_path(job.images_dir, ref)
+            images.check_file(path, (ref.width, ref.height))
+        except images.ImageError as exc:
+            result.broken[ref.position] = f"{ref.file_name}: {exc}"
+            continue
+        if job.mode != "none":  # originals are written: place the file, recompute area and box
+            output.link_or_copy(path, out / "images" / coco.safe_relative(ref.file_name), job.mode)
+            # lines carry the image's position: the merge leaves out images found broken later
+            image_lines.append(f"{ref.position}\t{output.dumps(job.records[ref.position])}")
+            for ann in job.annotations[ref.position]:
+                record = ann  # a box-only annotation is its box: written as it came
+                if not masks.is_box_only(ann):
+                    rle = masks.segmentation_to_rle(ann["segmentation"], ref.height, ref.width)
+                    record = {**ann, "area": masks.area(rle), "bbox": masks.bbox(rle)}
+                ann_lines.append(f"{ref.position}\t{output.dumps(record)}")
+        result.done += 1
+    write_shard(out, job.number, "originals", result, image_lines, ann_lines, {})
+    return result
+
+
+def output_name(gen_dir: str, index: int) -> str:
+    return f"{gen_dir}/{index:06d}.jpg"
+
+
+def part_path(out: Path, number: int, part: str) -> Path:
+    return output.shard_path(out, number).with_suffix(f".{part}.jsonl")
+
+
+def write_shard(
+    out: Path,
+    number: int,
+    kind: str,
+    result: ShardResult,
+    image_lines: list[str],
+    ann_lines: list[str],
+    counts: dict[str, int],
+) -> None:
+    """A shard's records as JSON lines, then its status file, last: the mark that it is done."""
+    for part, lines in (("images", image_lines), ("annotations", ann_lines)):
+        output.atomic_write_chunks(part_path(out, number, part), (line + "\n" for line in lines))
+    status = {
+        "kind": kind,
+        "broken": {str(k): v for k, v in result.broken.items()},
+        "broken_inputs": result.broken_inputs,
+        "skipped": result.skipped,
+        "counts": counts,
+    }
+    output.atomic_write_text(output.shard_path(out, number), output.dumps(status))

@@ -1,0 +1,105 @@
+"""Helpers shared by the tests of copy-paste's dataset options (boxes, backgrounds, pools,
+categories, rotation): run the CLI, decode what it wrote, re-derive a pasted instance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from typer.testing import CliRunner
+
+from cpgen import masks, validate
+from cpgen.cli import app
+from cpgen.datasets import coco
+from cpgen.ops.paste import Placement
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> Any:
+    """`cpgen copypaste ARGS` in this process (the CliRunner result)."""
+    return runner.invoke(app, ["copypaste", *args])
+
+
+def generate(*args: str) -> dict[str, Any]:
+    """Run copypaste (must exit 0) and return its ``--json`` summary."""
+    result = invoke(*args, "--json", "--quiet")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def assert_valid(out: Path) -> None:
+    """`cpgen validate` finds no problem in an output."""
+    report = validate.validate(coco.CocoFiles(out / "annotations.json", out / "images"))
+    assert report.valid, report.lines()
+
+
+def load(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def box_only_copy(src: Path, dst: Path, every: int = 1) -> Path:
+    """A copy of a COCO dataset's annotation file whose every ``every``-th annotation lost its
+    segmentation (removed, null or [], in turn); returns the file (images stay in ``src``)."""
+    data = load(src / "annotations.json")
+    for k, ann in enumerate(data["annotations"]):
+        if k % every == 0:
+            style = (k // every) % 3
+            if style == 0:
+                del ann["segmentation"]
+            else:
+                ann["segmentation"] = None if style == 1 else []
+    dst.mkdir(parents=True, exist_ok=True)
+    path = dst / "annotations.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def mask_of(ann: dict[str, Any], height: int, width: int) -> np.ndarray:
+    """The decoded mask of an output or input annotation (a box-only one: its rectangle)."""
+    if masks.is_box_only(ann):
+        seg: Any = [masks.box_polygon(ann["bbox"], height, width)]
+    else:
+        seg = ann["segmentation"]
+        if isinstance(seg, list):
+            seg, _ = masks.clean_polygons(seg)
+    return masks.decode(masks.segmentation_to_rle(seg, height, width)).astype(bool)
+
+
+def placement_of(record: dict[str, Any], source: dict[str, Any]) -> Placement:
+    """The placement an output's provenance records (``source``: the source image record)."""
+    params = record["cpgen"]["params"]
+    return Placement(
+        params["hflip"],
+        params["scale"],
+        params["offset"][0],
+        params["offset"][1],
+        source["width"],
+        source["height"],
+        params.get("rotation", 0.0),
+    )
+
+
+def read_image(path: Path, oriented: bool = False) -> np.ndarray:
+    flags = cv2.IMREAD_COLOR if oriented else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imread(str(path), flags)
+    assert image is not None, path
+    return image
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every output file but cpgen's own state folder (which records timings)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".cpgen" not in p.parts
+    }
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
