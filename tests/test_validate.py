@@ -85,8 +85,8 @@ def make_dataset(root: Path) -> dict[str, Any]:
         ],
         "images": [image_a, image_b],
         "annotations": [
-            annotation(0, image_a, 0, [SQUARE]),
-            annotation(1, image_a, 1, TRIANGLE_AND_SQUARE),
+            annotation(0, image_a, 0, [list(SQUARE)]),  # copies: tests edit them in place
+            annotation(1, image_a, 1, [list(p) for p in TRIANGLE_AND_SQUARE]),
             annotation(2, image_b, 0, [[5.0, 5.0, 20.0, 5.0, 20.0, 25.0, 5.0, 25.0]]),
             annotation(3, image_b, 1, uncompressed_rle(crowd), iscrowd=1),
         ],
