@@ -69,15 +69,60 @@ def bench_copypaste(src: Path, num_images: int, repeats: int) -> dict[str, float
     return {"outputs": num_images, **medians}
 
 
+def copypaste_cpu(index: coco.CocoIndex, options) -> float:
+    """CPU seconds of one run in this process (1 thread): steadier than wall time on a busy VM."""
+    out = Path(tempfile.mkdtemp(prefix="cpgen-bench-")) / "out"
+    try:
+        start = time.process_time()
+        copypaste.run(index, out, options, copypaste.RunOptions(workers=1, backend="threading"))
+        return time.process_time() - start
+    finally:
+        shutil.rmtree(out.parent)
+
+
+def bench_options(src: Path, num_images: int, repeats: int) -> dict[str, float]:
+    """CPU seconds of a 1-worker run, plain and with each dataset option (interleaved medians)."""
+    index = coco.load(coco.find_layout(src))
+    plain = copypaste.CopyPasteOptions(num_images=num_images, originals="none")
+    variants = {"plain": plain}
+    variants["--rotate 20"] = dataclasses.replace(plain, rotate=20.0)
+    variants["--paste-by box"] = dataclasses.replace(plain, paste_by="box")
+    variants["--balance category"] = dataclasses.replace(plain, balance="category")
+    variants["--categories person,car"] = dataclasses.replace(plain, categories=("person", "car"))
+    photos = SHARED / "hymenoptera_val"
+    if photos.is_dir():
+        variants["--backgrounds (hymenoptera)"] = dataclasses.replace(
+            plain, backgrounds=str(photos)
+        )
+    pool = SHARED / "labelme_voc2011_coco3"
+    if pool.is_dir():
+        variants["--paste-from (labelme VOC)"] = dataclasses.replace(plain, paste_from=str(pool))
+    return interleaved_medians(
+        {name: (lambda o=o: copypaste_cpu(index, o)) for name, o in variants.items()}, repeats
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--num-images", type=int, default=800)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--options", action="store_true", help="Only the cost of each copypaste dataset option."
+    )
     args = parser.parse_args()
     coco_src = SHARED / "coco_val2017_tiny80"
     if not coco_src.is_dir():
         coco_src = REPO / "examples" / "coco"
         print(f"(../shared/data absent: using {coco_src})", file=sys.stderr)
+    if args.options:
+        seconds = bench_options(coco_src, args.num_images, args.repeats)
+        print(f"copypaste options on {coco_src} ({args.num_images} outputs, 1 worker, CPU time)")
+        for name, value in seconds.items():
+            print(
+                f"  {name:28s} {value / args.num_images * 1000:6.2f} ms/output"
+                f"  = {value / seconds['plain']:.3f}x plain"
+            )
+        return
     result = bench_copypaste(coco_src, args.num_images, args.repeats)
     report("copypaste", coco_src, result)
     print(

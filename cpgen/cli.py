@@ -279,8 +279,11 @@ def copypaste(
 ) -> None:
     """Simple Copy-Paste: paste instances of one image onto another; write images + COCO JSON.
 
-    Example: cpgen copypaste --src coco/ -o out/ --paste-from pool/ --categories dog
-    --balance category --backgrounds photos/ --backgrounds-frac 0.3 --rotate 15
+    Box-only (detection) datasets work as they are. Datasets you bring, e.g.:
+
+    cpgen copypaste --src coco/ -o aug --paste-from pool/ --balance category --rotate 15
+
+    cpgen copypaste --src coco/ -o aug --backgrounds photos/ --categories dog,horse
     """
     from cpgen import copypaste as job
     from cpgen.datasets import coco
@@ -505,6 +508,140 @@ def cutmix(
         return
     summary = job.run(index, out, options, run_options, report=_stderr)
     _finish(summary, as_json, quiet)
+
+
+# Read-only commands: preview and stats.
+PathArg = Annotated[
+    Path | None,
+    typer.Argument(
+        metavar="PATH",
+        help="A COCO dataset folder (any layout --src takes) or annotation file, a cpgen "
+        "copy-paste output, or a cpgen cutmix output.",
+        show_default=False,
+    ),
+]
+ReadAnnOpt = Annotated[
+    Path | None, typer.Option("--ann", help="COCO annotation file (instead of PATH).")
+]
+ReadImagesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--images",
+        help="Image folder of --ann (default: images/ beside the file if any, else its folder).",
+    ),
+]
+ReadSplitOpt = Annotated[
+    str | None, typer.Option(help="Split to read when PATH holds several (train2017...).")
+]
+
+
+@app.command()
+@handle_errors
+def preview(
+    path: PathArg = None,
+    ann: ReadAnnOpt = None,
+    images: ReadImagesOpt = None,
+    split: ReadSplitOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="PNG to write (default: <PATH>-preview.png beside PATH, never inside it).",
+            show_default=False,
+        ),
+    ] = None,
+    num: Annotated[int, typer.Option(help="Tiles to draw.")] = 16,
+    seed: Annotated[int, typer.Option(help="Random seed that chooses the tiles.")] = 0,
+    ids: Annotated[
+        str | None,
+        typer.Option(
+            help="Image ids to draw instead, e.g. 12,40 (for a cutmix output: labels.csv rows, "
+            "from 0).",
+            show_default=False,
+        ),
+    ] = None,
+    tile_width: Annotated[
+        int, typer.Option(help="Width of a tile's image in pixels (tiles are 4:3).")
+    ] = 320,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Draw a contact sheet (one PNG) of a dataset or a cpgen output.
+
+    Masks, boxes and names; pasted instances warm, the target's own cool, crowd hatched; captions
+    give the target and source ids and the drawn parameters. By default the tiles are the
+    generated images of a cpgen output (any images otherwise). Exit 3 when an image could not be
+    read (drawn as a placeholder).
+    """
+    from cpgen import preview as job
+    from cpgen.datasets import lazy
+
+    options = job.PreviewOptions(
+        num=num,
+        seed=seed,
+        ids=job.parse_ids(ids) if ids is not None else None,
+        tile_width=tile_width,
+    )
+    dataset = lazy.locate(path, ann, images, split)
+    target = out if out is not None else job.default_out(path if path is not None else ann)
+    named = str(path if path is not None else ann)
+    result = job.preview(dataset, target, options, named, report=_stderr)
+    _finish(result, as_json, quiet)
+
+
+@app.command()
+@handle_errors
+def stats(
+    path: PathArg = None,
+    ann: ReadAnnOpt = None,
+    split: ReadSplitOpt = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            help="Another dataset to count beside PATH, e.g. the source (a COCO folder or "
+            "annotation file; for a cutmix output, an image folder).",
+            show_default=False,
+        ),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the main charts to this PNG (needs matplotlib: "
+            "pip install 'cpgen\\[plot]').",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout instead of the table.")
+    ] = False,
+) -> None:
+    """Count what a dataset or a cpgen output holds, per category.
+
+    Instances and images (original vs generated part, or vs --compare), pasted and dropped
+    instances, COCO size buckets, how visible occluded targets stayed; for a cutmix output,
+    classes as base and as patch and the base weight's distribution.
+    """
+    from cpgen import stats as job
+    from cpgen.datasets import lazy
+
+    if plot is not None:
+        from cpgen import stats_plot
+
+        stats_plot.check_available()
+        if plot.suffix.lower() != ".png":
+            raise UsageError(f"--plot {plot} must name a .png file")
+    if compare is not None and not compare.exists():
+        raise UsageError(f"--compare {compare} does not exist")
+    result = job.stats(lazy.locate(path, ann, None, split), compare)
+    if plot is not None:
+        stats_plot.plot(result, plot)
+    if as_json:
+        print(json.dumps(result), flush=True)
+    else:
+        print("\n".join(job.lines(result)), flush=True)
+    if plot is not None:
+        _stderr(f"cpgen stats: charts -> {plot}")
 
 
 def _coco_files(src: Path | None, ann: Path | None, images: Path | None, split: str | None):

@@ -25,8 +25,11 @@ Output: ``images/<index:06d>.jpg``; ``labels.csv`` (:data:`COLUMNS`; the box in 
 rows ``[top, bottom)``, columns ``[left, right)``; ``file`` relative to OUT, ``base_file`` and
 ``patch_file`` relative to SRC); ``classes.json``, a JSON list (index -> class name, torchvision's
 ``dataset.classes``); with ``soft_labels``, ``soft_labels.npy`` (N x C float32, row i for
-labels.csv row i). Shards of 16 outputs write their result file last, whatever the path, so
-``--resume`` keeps finished shards, and may even switch between the numpy and device paths.
+labels.csv row i); ``metadata.jsonl``, the same rows (``file`` as ``file_name``) and soft labels
+for Hugging Face's ``load_dataset("imagefolder", data_dir=OUT)``. Shards of 16 outputs write
+their result file last, whatever the path, so ``--resume`` keeps finished shards, and may even
+switch between the numpy and device paths. A finished run keeps only its manifest, as
+``.cpgen.json``: no folder but ``images/`` is left for a folder-based loader to take for a class.
 """
 
 from __future__ import annotations
@@ -536,7 +539,7 @@ def run(
 
     summary = merge(index, out, options, len(payloads))
     summary.seconds = round(time.perf_counter() - started, 3)
-    output.write_manifest(out, {**manifest, "state": "done", "summary": summary.to_json()})
+    output.finish_run(out, {**manifest, "state": "done", "summary": summary.to_json()})
     if report is not None:
         for name in summary.broken_images:
             report(f"skipped image {name}")
@@ -554,8 +557,9 @@ def index_digest(index: folders.FolderIndex) -> str:
 def merge(
     index: folders.FolderIndex, out: Path, options: CutMixOptions, num_shards: int
 ) -> Summary:
-    """Read shard results in order; write ``labels.csv``, ``classes.json`` and, with soft
-    labels, ``soft_labels.npy`` (N x C float32, aligned with the rows), each atomically."""
+    """Read shard results in order; write ``labels.csv``, ``classes.json``, with soft labels
+    ``soft_labels.npy`` (N x C float32, aligned with the rows), and ``metadata.jsonl`` (the
+    same rows, and soft labels, for Hugging Face's image-folder loader), each atomically."""
     summary = Summary("cutmix", str(out), str(out / LABELS))
     summary.images = len(index.files)
     summary.classes = len(index.classes)
@@ -579,12 +583,17 @@ def merge(
     output.atomic_write_text(
         out / CLASSES, json.dumps(list(index.classes), ensure_ascii=False) + "\n"
     )
+    soft: np.ndarray | None = None
     if options.soft_labels:
         class_of = {name: i for i, name in enumerate(index.classes)}
         weights = [(class_of[r[1]], class_of[r[2]], r[3]) for r in all_rows]
+        soft = soft_labels(weights, len(index.classes))
         buffer = io.BytesIO()
-        np.save(buffer, soft_labels(weights, len(index.classes)))
+        np.save(buffer, soft)
         images.atomic_write_bytes(out / SOFT_LABELS, buffer.getvalue())
+    output.atomic_write_chunks(
+        out / folders.METADATA, folders.metadata_lines(COLUMNS, all_rows, soft)
+    )
     return summary
 
 

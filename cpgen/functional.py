@@ -1,6 +1,7 @@
-"""PyTorch API: Composer-style CutMix on tensors, and the per-sample box copy ``--device`` uses.
+"""PyTorch API: Composer-style CutMix on tensors, the per-sample box copy ``--device`` uses, and
+Simple Copy-Paste for batches (:func:`copypaste_batch`, from :mod:`cpgen.functional_copypaste`).
 
-This is the only cpgen module that imports torch; the CLI imports it only with ``--device``.
+Only these two modules import torch; the CLI imports them only with ``--device``.
 
 :func:`cutmix_batch` follows Composer 0.32's ``composer.functional.cutmix_batch``: one box for
 the whole batch, filled from ``input[indices]``. Its bbox is Composer's tuple whose first pair
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from cpgen.functional_copypaste import CopyPasteBatch, copypaste_batch, masks_to_boxes
 from cpgen.sampling import sample_cutmix
 
 
@@ -104,4 +106,11 @@ def paste_boxes(base: Tensor, patch: Tensor, boxes: Tensor | Sequence[Sequence[i
     return torch.where(inside, patch, base)
 
 
-__all__ = ["cutmix_batch", "cutmix_soft_targets", "paste_boxes"]
+__all__ = [
+    "CopyPasteBatch",
+    "copypaste_batch",
+    "cutmix_batch",
+    "cutmix_soft_targets",
+    "masks_to_boxes",
+    "paste_boxes",
+]

@@ -10,10 +10,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 from pycocotools import mask as cocomask
+
+from cpgen.polygons import mask_to_exact_polygons
 
 Rle = dict[str, Any]
 Mask = npt.NDArray[np.uint8]
@@ -242,17 +243,14 @@ def rle_to_json(rle: Rle) -> dict[str, Any]:
 
 
 def mask_to_polygons(mask: Mask) -> list[list[float]]:
-    """Outer contours of a binary mask as COCO polygon parts (parts under 3 points dropped).
+    """COCO polygon parts that decode with pycocotools to exactly ``mask`` (binary HxW).
 
-    The polygons are an approximation of the mask: callers recompute area and box from
-    ``polygons_to_rle`` of the result so that the written numbers match the written shape.
+    Outlines run along pixel edges (vertices on pixel corners), one part per 8-connected
+    component, holes joined by zero-width cuts (:mod:`cpgen.polygons`); ``[]`` when empty.
     """
-    contours, _ = cv2.findContours(
-        np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-    )
-    parts = []
-    for contour in contours:
-        if len(contour) >= 3:
-            # contour points are pixel indices; +0.5 puts the vertex on the pixel centre
-            parts.append([round(float(v) + 0.5, 2) for v in contour.reshape(-1)])
-    return parts
+    return mask_to_exact_polygons(mask)
+
+
+def rle_to_polygons(rle: Rle) -> list[list[float]]:
+    """``mask_to_polygons`` of an RLE's mask."""
+    return mask_to_exact_polygons(decode(rle))

@@ -19,6 +19,8 @@ from cpgen.files import file_mode, naming
 
 STATE_DIR = ".cpgen"
 MANIFEST = "manifest.json"
+#: a finished run's manifest once its state folder is gone (:func:`finish_run`)
+FINISHED_MANIFEST = ".cpgen.json"
 SHARDS = "shards"
 #: manifest keys that describe the run itself rather than what it must produce
 _PROGRESS_KEYS = ("state", "summary")
@@ -71,8 +73,8 @@ def check_out(out: Path, *, overwrite: bool, resume: bool) -> None:
     """Refuse an OUT this run may not use, before anything in it is written or deleted.
 
     A fresh run needs an empty or new OUT, or ``overwrite`` of an earlier cpgen output (one with
-    a ``.cpgen`` folder: cpgen never deletes a folder of someone else's); ``resume`` needs the
-    folder of a cpgen run, or an empty or new one.
+    a ``.cpgen`` folder, or a finished run's ``.cpgen.json``: cpgen never deletes a folder of
+    someone else's); ``resume`` needs the folder of a cpgen run, or an empty or new one.
     """
     if overwrite and resume:
         raise UsageError("--overwrite and --resume exclude each other")
@@ -81,8 +83,8 @@ def check_out(out: Path, *, overwrite: bool, resume: bool) -> None:
     _refuse_if_locked(out)
     if not (out.is_dir() and any(out.iterdir())):
         return
-    made_by_cpgen = (out / STATE_DIR).is_dir()
-    if resume and not (out / STATE_DIR / MANIFEST).is_file():
+    made_by_cpgen = (out / STATE_DIR).is_dir() or (out / FINISHED_MANIFEST).is_file()
+    if resume and recorded_manifest(out) is None:
         raise UsageError(
             f"--resume: {out} holds no cpgen run (no {STATE_DIR}/{MANIFEST})",
             hint="resume only into the folder of an interrupted cpgen run",
@@ -255,14 +257,15 @@ def begin_run(out: Path, manifest: dict[str, Any], *, overwrite: bool, resume: b
     A fresh run needs an empty (or new) OUT, or ``overwrite`` of an earlier cpgen output.
     ``resume`` continues the run recorded in OUT: it must have been started by cpgen with the
     same command, inputs and options (else UsageError naming what differs); finished shards are
-    kept and everything else (temp files, unfinished shards) is redone. The lock is taken after
-    the read-only checks and before anything in OUT is written or deleted.
+    kept and everything else (temp files, unfinished shards) is redone; a run finished with
+    :func:`finish_run` kept no shards, so resuming it redoes it (to the same bytes). The lock is
+    taken after the read-only checks and before anything in OUT is written or deleted.
     """
     check_out(out, overwrite=overwrite, resume=resume)
     lock_out(out)
     finished: set[int] = set()
-    if resume and (out / STATE_DIR / MANIFEST).is_file():
-        recorded_path = out / STATE_DIR / MANIFEST
+    recorded_path = recorded_manifest(out)
+    if resume and recorded_path is not None:
         try:
             recorded = json.loads(recorded_path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -274,6 +277,7 @@ def begin_run(out: Path, manifest: dict[str, Any], *, overwrite: bool, resume: b
                 hint="resume with the same options, or start again with --overwrite",
             )
         _remove_temp_files(out)
+        (out / FINISHED_MANIFEST).unlink(missing_ok=True)
         shards = out / STATE_DIR / SHARDS
         if shards.is_dir():
             finished = {int(p.stem) for p in shards.glob("*.json") if p.stem.isdigit()}
@@ -281,6 +285,24 @@ def begin_run(out: Path, manifest: dict[str, Any], *, overwrite: bool, resume: b
         prepare_out(out)
     write_manifest(out, {**manifest, "state": "running"})
     return finished
+
+
+def recorded_manifest(out: Path) -> Path | None:
+    """The manifest of the run recorded in OUT: a running or interrupted run's, else a finished
+    one's (:func:`finish_run`); None when OUT holds neither."""
+    for path in (out / STATE_DIR / MANIFEST, out / FINISHED_MANIFEST):
+        if path.is_file():
+            return path
+    return None
+
+
+def finish_run(out: Path, manifest: dict[str, Any]) -> None:
+    """Record a finished run as ``OUT/.cpgen.json`` and remove the state folder ``OUT/.cpgen/``
+    (its shard results are merged), so that OUT holds no folder but the output's own:
+    torchvision's ``ImageFolder`` takes every sub-folder, hidden ones too, for a class.
+    ``--overwrite`` and ``--resume`` recognise the file as they do the folder."""
+    atomic_write_text(out / FINISHED_MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    shutil.rmtree(out / STATE_DIR, ignore_errors=True)
 
 
 def manifest_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:

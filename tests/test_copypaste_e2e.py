@@ -297,11 +297,12 @@ def test_polygon_mask_format_keeps_area_and_bbox_consistent(tmp_path):
 
 
 def tree_bytes(root: Path) -> dict[str, bytes]:
-    """Every output file but cpgen's own state folder (which records timings)."""
+    """Every output file but cpgen's own state (``.cpgen/``, or a finished run's
+    ``.cpgen.json``), which records timings."""
     return {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and ".cpgen" not in p.parts
+        if p.is_file() and not any(part.startswith(".cpgen") for part in p.relative_to(root).parts)
     }
 
 

@@ -113,3 +113,17 @@ def test_a_pool_with_nothing_to_paste_stops_before_any_work(tiny, tmp_path):
     assert result.exit_code == EXIT_DATA, result.output
     assert "no image has a non-crowd instance" in result.stderr
     assert not out.exists()
+
+
+def test_a_pool_fills_a_dataset_without_annotations(voc, tmp_path):
+    scenes = make_coco(tmp_path / "scenes", n_images=3, size=(160, 120))
+    data = load(scenes / "annotations.json")
+    data["annotations"] = []  # scenes only: every instance comes from the pool
+    (scenes / "annotations.json").write_text(json.dumps(data))
+    out = tmp_path / "out"
+    summary = generate("--src", str(scenes), "-o", str(out), "--paste-from", str(voc),
+                       "--num-images", "6", "-j", "1")  # fmt: skip
+    assert summary["generated"] == 6 and summary["pasted_instances"] >= 6
+    written = load(out / "annotations.json")["annotations"]
+    assert written and all(a["cpgen"]["dataset"] == "pool" for a in written)
+    assert_valid(out)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cpgen import images
+from cpgen import images, output
 from cpgen.cli import app
 from cpgen.cutmix import COLUMNS, plan_tasks
 from cpgen.errors import EXIT_DATA, EXIT_SKIPPED, EXIT_USAGE
@@ -69,12 +69,18 @@ def one_error_line(result) -> str:
 
 
 def output_files(out: Path) -> dict[str, bytes]:
-    """Every file cpgen wrote for the user (not its .cpgen state), by relative path."""
+    """Every file cpgen wrote for the user (not its .cpgen state or manifest), by relative path."""
     return {
         p.relative_to(out).as_posix(): p.read_bytes()
         for p in sorted(out.rglob("*"))
-        if p.is_file() and ".cpgen" not in p.relative_to(out).parts
+        if p.is_file() and not any(part.startswith(".cpgen") for part in p.relative_to(out).parts)
     }
+
+
+@pytest.fixture
+def keep_state(monkeypatch):
+    """Runs end as if killed just before the state folder is collapsed: shards stay."""
+    monkeypatch.setattr(output, "finish_run", output.write_manifest)
 
 
 def shard_files(out: Path) -> dict[str, bytes]:
@@ -128,7 +134,7 @@ def test_outputs_are_base_outside_the_box_and_resized_patch_inside(hymenoptera, 
     assert checked_inside >= 1
 
 
-def test_workers_backends_and_device_write_identical_files(hymenoptera, tmp_path):
+def test_workers_backends_and_device_write_identical_files(hymenoptera, tmp_path, keep_state):
     common = ["--src", str(hymenoptera), "--num-images", "10", "--size", "48x64", "--soft-labels"]
     runs = {
         "j1": ["-j", "1"],
@@ -141,7 +147,8 @@ def test_workers_backends_and_device_write_identical_files(hymenoptera, tmp_path
         result = invoke(*common, "--out", str(tmp_path / name), *extra)
         assert result.exit_code == 0, (name, result.output)
         written[name] = output_files(tmp_path / name)
-    assert len(written["j1"]) == 10 + 3  # images, labels.csv, classes.json, soft_labels.npy
+    # images, labels.csv, classes.json, soft_labels.npy, metadata.jsonl
+    assert len(written["j1"]) == 10 + 4
     shards = {name: shard_files(tmp_path / name) for name in runs}
     assert len(shards["j1"]) == 1
     for name in runs:
@@ -326,13 +333,17 @@ def test_the_example_image_folder_runs(tmp_path):
 
 @pytest.mark.parametrize("keep_shards", [0, 1, 2])
 @pytest.mark.parametrize("resume_args", [["-j", "1"], ["--device", "cpu", "--batch-size", "5"]])
-def test_resume_after_a_crash_gives_the_uninterrupted_output(tmp_path, keep_shards, resume_args):
+def test_resume_after_a_crash_gives_the_uninterrupted_output(
+    tmp_path, keep_shards, resume_args, monkeypatch
+):
     src = make_folder(tmp_path / "src", {"a": 3, "b": 3})
     args = ["--src", str(src), "--num-images", "40", "--size", "12x16", "--soft-labels", "-q"]
     reference = tmp_path / "reference"
     assert invoke(*args, "--out", str(reference), "-j", "1").exit_code == 0
     out = tmp_path / "out"
-    assert invoke(*args, "--out", str(out), "-j", "1").exit_code == 0
+    with monkeypatch.context() as patched:  # killed before the state folder is collapsed
+        patched.setattr(output, "finish_run", output.write_manifest)
+        assert invoke(*args, "--out", str(out), "-j", "1").exit_code == 0
     # as a kill leaves it: later shards unfinished, no labels, half-written files
     for shard_file in sorted((out / ".cpgen" / "shards").glob("*.json"))[keep_shards:]:
         shard_file.unlink()
@@ -434,7 +445,7 @@ def test_an_image_that_fails_to_decode_skips_its_outputs(tmp_path):
     assert "skipped image b/b_1.jpg" in result.stderr
 
 
-def test_device_batches_skip_the_same_outputs_as_workers(tmp_path):
+def test_device_batches_skip_the_same_outputs_as_workers(tmp_path, keep_state):
     src = make_folder(tmp_path / "src", {"a": 3, "b": 3}, ext=".jpg")
     data = (src / "a" / "a_1.jpg").read_bytes()
     (src / "a" / "a_1.jpg").write_bytes(data[: len(data) // 3])

@@ -85,8 +85,8 @@ def make_dataset(root: Path) -> dict[str, Any]:
         ],
         "images": [image_a, image_b],
         "annotations": [
-            annotation(0, image_a, 0, [SQUARE]),
-            annotation(1, image_a, 1, TRIANGLE_AND_SQUARE),
+            annotation(0, image_a, 0, [list(SQUARE)]),  # copies: tests edit them in place
+            annotation(1, image_a, 1, [list(p) for p in TRIANGLE_AND_SQUARE]),
             annotation(2, image_b, 0, [[5.0, 5.0, 20.0, 5.0, 20.0, 25.0, 5.0, 25.0]]),
             annotation(3, image_b, 1, uncompressed_rle(crowd), iscrowd=1),
         ],
@@ -299,7 +299,9 @@ def test_integral_floats_are_integers_and_hostile_polygons_are_refused(tmp_path:
     data = make_dataset(tmp_path)
     data["images"][0].update(width=64.0, height=48.0, id=0.0)
     data["annotations"][0]["image_id"] = 0.0
-    data["annotations"][1]["segmentation"][0][3] = float("nan")  # json writes NaN
+    nan_part = list(data["annotations"][1]["segmentation"][0])  # a copy: the constant is shared
+    nan_part[3] = float("nan")  # json writes NaN
+    data["annotations"][1]["segmentation"] = [nan_part]
     data["annotations"][2]["segmentation"] = [[5.0, 5.0, 1e12, 5.0, 20.0, 25.0]]
     write_json(tmp_path, data)
     code, report = run_json(tmp_path)

@@ -25,6 +25,7 @@ from cpgen.copypaste.shard import (
 )
 from cpgen.copypaste.sources import images_by_category, refs, usable_images
 from cpgen.datasets import coco, consumers
+from cpgen.errors import DataError
 from cpgen.plan import CopyPasteTask, plan_copypaste, shard
 from cpgen.runner import RunOptions, run_jobs
 
@@ -110,11 +111,13 @@ def plan(
     ``inputs`` (pool, categories, backgrounds) are read from the options when not given.
     """
     inputs = inputs if inputs is not None else prepare(index, options)
-    usable, pasteable = usable_images(index, broken, inputs.selection)
-    source_broken: Collection[int] = broken
-    if inputs.pool:
-        source_broken = inputs.source_broken
-        _, pasteable = usable_images(inputs.source_index, source_broken, inputs.selection)
+    if inputs.pool:  # targets need no instance of their own: the pool has them
+        usable = [i for i in range(len(index.images)) if i not in broken]
+        if not usable:
+            raise DataError(f"{index.files.annotations}: no usable images")
+        _, pasteable = usable_images(inputs.source_index, inputs.source_broken, inputs.selection)
+    else:
+        usable, pasteable = usable_images(index, broken, inputs.selection)
     by_category = None
     if options.balance == "category":
         by_category = images_by_category(inputs.source_index, pasteable, inputs.selection)

@@ -168,10 +168,6 @@ def _integral(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {**record, **changed} if changed else record
 
 
-def _has_float(record: dict[str, Any], keys: tuple[str, ...]) -> bool:
-    return any(type(record.get(k)) is float for k in keys)
-
-
 def _has_float(ann: dict[str, Any]) -> bool:
     """Whether an annotation's id, image_id or category_id is a float."""
     return (

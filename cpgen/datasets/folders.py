@@ -17,14 +17,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cpgen import images
 from cpgen.errors import DataError, UsageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: Hugging Face's image-folder metadata file: ``load_dataset("imagefolder", data_dir=OUT)``
+#: reads one row per line, the image from ``file_name`` (relative to the file's folder)
+METADATA = "metadata.jsonl"
 
 
 @dataclass(frozen=True)
@@ -108,3 +114,22 @@ def load(src: Path) -> FolderIndex:
     return FolderIndex(
         src, tuple(classes), tuple(files), tuple(labels), tuple(broken), tuple(ignored)
     )
+
+
+def metadata_lines(
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    soft_labels: Iterable[Sequence[float]] | None = None,
+) -> Iterator[str]:
+    """JSON lines of Hugging Face's image-folder metadata for an output dataset.
+
+    ``columns[0]`` names each row's image path relative to OUT, written as ``file_name``; the
+    other columns keep their names and JSON types; with ``soft_labels``, each row also gets its
+    ``soft_label`` vector (one float per class). One line per row, in row order.
+    """
+    soft = iter(soft_labels) if soft_labels is not None else None
+    for row in rows:
+        record = {"file_name": row[0], **dict(zip(columns[1:], row[1:], strict=True))}
+        if soft is not None:
+            record["soft_label"] = [float(v) for v in next(soft)]
+        yield json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"

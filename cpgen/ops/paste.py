@@ -10,6 +10,7 @@ affine map serves pixels (``warp_matrix``), polygons (``polygon``) and masks (``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,10 @@ class Placement:
         if not self.scale > 0:
             raise ValueError(f"scale must be positive, got {self.scale}")
 
+    @functools.cached_property
+    def _affine(self) -> npt.NDArray[np.float64]:
+        return self.affine()
+
     def affine(self) -> npt.NDArray[np.float64]:
         """2x3 matrix of the whole map in continuous coordinates: ``target = A @ source + b``."""
         s = self.scale
@@ -64,7 +69,7 @@ class Placement:
         """Map one polygon part ``[x0, y0, x1, y1, ...]`` from source to target coordinates."""
         xy = np.asarray(part, dtype=np.float64).reshape(-1, 2)
         if self.angle:
-            matrix = self.affine()
+            matrix = self._affine
             return (xy @ matrix[:, :2].T + matrix[:, 2]).reshape(-1).tolist()
         x = self.source_width - xy[:, 0] if self.flip else xy[:, 0]
         out = np.empty_like(xy)
