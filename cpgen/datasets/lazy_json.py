@@ -38,8 +38,7 @@ def load_keeping_polygons(path: Path) -> Any:
     pieces: list[bytes] = []
     polygons: list[bytes] = []
     last = 0
-    for match in _POLYGON_VALUE.finditer(raw):
-        start, end = match.span(1)
+    for start, end in (match.span(1) for match in _POLYGON_VALUE.finditer(raw)):
         pieces.append(raw[last:start])
         pieces.append(b"%d" % len(polygons))  # a marker: the index of the cut value
         polygons.append(raw[start:end])
