@@ -227,3 +227,14 @@ def test_the_sample_loads_to_the_same_index_as_the_plain_parse(tmp_path):
         seg = by_id[record["id"]]["segmentation"]
         expected = [[float(v) for v in p] for p in seg] if isinstance(seg, list) else seg
         assert record["segmentation"] == expected
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [[1, 2, 3], [], [True, 2], [1.5, 2], [1, -1], ["a"], [[1], [2]], [[1], 2], [2**70, 1],
+     [None], [1.0], [0], [False], [2**70, -1], [1, "2"], [{"a": 1}], [True, False, 3]],
+)  # fmt: skip
+def test_uncompressed_rle_counts_are_judged_as_by_the_python_loop(counts):
+    from cpgen.masks import _natural_numbers
+
+    assert _natural_numbers(counts) == all(isinstance(v, int) and v >= 0 for v in counts)
