@@ -2,11 +2,13 @@
 
 ``check_annotations`` takes a batch of annotations (a picklable ``CheckJob``) and says which are
 usable and what is wrong with the others, in exactly the words and order of the one-by-one
-check (``clean_annotation``). Polygons kept as JSON text (``lazy_json``) are parsed here; the
-common case (every part a list of 6 or more in-frame numbers, an even count) is checked with a
-few list operations and rasterised in one pycocotools call per image size, and anything else
-takes the one-by-one path, so its verdict and message are the same. ``usable_record`` turns an
-index record into the cleaned record the copy-paste code works on (in the worker that uses it).
+check (``clean_annotation``). Polygons kept as JSON text (``lazy_json``) are parsed here, the
+whole batch in one call. The common polygon (every part a list of 6 or more numbers, an even
+count, all in reach) needs no cleaning and no message; ``polygon_batch`` finds those with numpy
+and proves most of them non-empty without rasterising; the rest of them are rasterised in one
+pycocotools call per image size. Anything else takes the one-by-one path, so its verdict and
+message are the same. ``usable_record`` turns an index record into the cleaned record the
+copy-paste code works on (in the worker that uses it).
 """
 
 from __future__ import annotations
