@@ -13,7 +13,7 @@ from cpgen import images, output
 from cpgen.cutmix.options import COLUMNS, CutMixOptions, RunOptions
 from cpgen.cutmix.plan import CutMixTask, Prepared, prepare
 from cpgen.ops.cutmix import paste_box
-from cpgen.runner import setup_worker
+from cpgen.runner import setup_worker, thread_pool
 
 # ---------------------------------------------------------------------------------------------
 # Shards (run in workers: small picklable payloads, small results)
@@ -128,7 +128,7 @@ def run_device(payloads: list[CutMixShard], run_options: RunOptions) -> None:
     left = {job.number: len(job.tasks) for job in payloads}
     bar = tqdm(desc="cutmix", unit="img", disable=not run_options.progress, dynamic_ncols=True)
     try:
-        with ThreadPoolExecutor(max_workers=run_options.workers) as pool:
+        with thread_pool(run_options.workers) as pool:
             for start in range(0, len(work), run_options.batch_size):
                 batch = work[start : start + run_options.batch_size]
                 loaded = list(pool.map(lambda w: _load_task(*w), batch))

@@ -29,12 +29,12 @@ recorded one transposed, in a JPEG whose EXIF orientation is 5-8, is said to be 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cpgen.datasets import coco
 from cpgen.datasets.consumers import consumer_warnings
 from cpgen.errors import DataError
+from cpgen.runner import thread_pool
 from cpgen.validate.files import _quiet_opencv, check_image_file, exif_orientation, jpeg_truncated
 from cpgen.validate.records import (
     AREA_MIN_PX,
@@ -167,11 +167,7 @@ def validate(files: coco.CocoFiles, workers: int | None = None, report_line: Any
     threads = workers or min(8, os.cpu_count() or 1)
     if report_line is not None and len(to_read) > LARGE_IMAGE_COUNT:
         report_line(f"checking {len(to_read)} image files...")
-    pool = ThreadPoolExecutor(max_workers=threads)
-    try:
-        with _quiet_opencv():
-            for problems in pool.map(lambda job: check_image_file(files.images, *job), to_read):
-                report.add(problems)
-    finally:  # on Ctrl-C or SIGTERM, drop the images not yet started instead of waiting
-        pool.shutdown(wait=True, cancel_futures=True)
+    with _quiet_opencv(), thread_pool(threads) as pool:  # Ctrl-C, SIGTERM: no waiting
+        for problems in pool.map(lambda job: check_image_file(files.images, *job), to_read):
+            report.add(problems)
     return report
