@@ -271,6 +271,15 @@ def copypaste(
             "[-ROTATE, ROTATE] degrees (0: no rotation).",
         ),
     ] = 0.0,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Composite the pasted pixels with PyTorch on this device (cpu, cuda, cuda:N); "
+            "same annotations, pixels within a grey level; no --rotate.",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per --device encode batch.")] = 64,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     as_json: JsonOpt = False,
@@ -318,8 +327,12 @@ def copypaste(
         overwrite=overwrite,
         progress=_progress(quiet),
         resume=resume,
+        device=device,
+        batch_size=batch_size,
     )
     check_backend(backend)
+    if device is not None:
+        job.check_device(device, options)
     files = _coco_files(src, ann, images, split)
     from cpgen.output import check_out, check_out_path
 
