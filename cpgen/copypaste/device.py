@@ -271,11 +271,15 @@ def run_device(
 ) -> None:
     """Run the shards in ``--workers`` threads of this process, painting on the device and
     encoding in batches of ``--batch-size``; progress counts to ``total`` from ``initial``."""
+    import torch
     from tqdm import tqdm
 
     runner.setup_worker()
     device = run_options.device
     assert device is not None
+    threads = torch.get_num_threads()
+    if device == "cpu":  # the workers are the parallelism: torch's own pool only contends
+        torch.set_num_threads(1)  # (measured 2.8x slower with 2 on 2 cores)
     bar = tqdm(
         desc="copypaste",
         total=total,
@@ -303,3 +307,4 @@ def run_device(
             raise
         finally:
             bar.close()
+            torch.set_num_threads(threads)
