@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -299,6 +299,7 @@ def run_device(
             for job in payloads
         ]
         try:
+            wait(futures, return_when=FIRST_EXCEPTION)  # a failed shard stops the run at once
             for future in futures:
                 future.result()
         except BaseException:
