@@ -201,8 +201,13 @@ def copypaste(
         ),
     ] = 0.1,
     mask_format: Annotated[
-        str, typer.Option(help="Generated masks as rle (compressed) or polygon.")
-    ] = "rle",
+        str,
+        typer.Option(
+            help="Non-crowd generated masks as polygon (exact: they decode to the mask pixel for "
+            "pixel; what Detectron2's and MMDetection's default pipelines load) or rle "
+            "(compressed). Crowd regions are always RLE."
+        ),
+    ] = "polygon",
     originals: Annotated[
         str,
         typer.Option(

@@ -177,7 +177,7 @@ def copy_paste(
     )
     target_boxes = masks.bboxes(target_rles)
     for ann, rle, box in zip(target_anns, target_rles, target_boxes, strict=True):
-        area = None
+        area, unchanged = None, True
         if union is not None and _boxes_overlap(box, union_box):
             original_px = masks.area(rle)
             if not_pasted is None:
@@ -190,8 +190,10 @@ def copy_paste(
                 ):
                     dropped += 1
                     continue
-                rle, box = visible, masks.bbox(visible)
-        annotations.append(_annotation(ann, rle, "target", options.mask_format, area, box))
+                rle, box, unchanged = visible, masks.bbox(visible), False
+        annotations.append(
+            _annotation(ann, rle, "target", options.mask_format, area, box, unchanged)
+        )
     for ann, rle, area in pasted:
         record = _annotation(ann, rle, "source", options.mask_format, area)
         if selection.dataset is not None:
@@ -221,24 +223,28 @@ def _annotation(
     mask_format: str,
     area: int | None = None,
     box: list[int] | None = None,
+    unchanged: bool = False,
 ) -> dict[str, Any]:
     """An output record: the original's keys, new mask, area and box, and provenance.
 
     ``area`` and ``box`` are the mask's when the caller already has them. A box-only
-    annotation keeps its segmentation as it came (missing, null or []).
+    annotation keeps its segmentation as it came (missing, null or []). Non-crowd masks are
+    written as polygons (``mask_format`` "polygon") that decode with pycocotools to exactly the
+    mask: an ``unchanged`` target annotation keeps its own polygon (its mask is that polygon's
+    rasterisation), any other mask is traced along pixel edges (:mod:`cpgen.polygons`); crowd
+    regions, and every mask with ``mask_format`` "rle", are compressed RLE.
     """
     box_only = masks.is_box_only(ann)
-    segmentation: Any = None if box_only else masks.rle_to_json(rle)
-    if mask_format == "polygon" and not ann["iscrowd"] and not box_only:
-        h, w = rle["size"]
-        parts = masks.mask_to_polygons(masks.decode(rle))
-        as_polygon = masks.polygons_to_rle(parts, h, w) if parts else None
-        if as_polygon is not None and masks.area(as_polygon) > 0:
-            segmentation, rle, area, box = parts, as_polygon, None, None
     record = {k: v for k, v in ann.items() if k not in ("id", "image_id", "cpgen")}
     record.update(id=None, image_id=None)
     if not box_only:
-        record["segmentation"] = segmentation
+        if mask_format == "polygon" and not ann["iscrowd"]:
+            seg = ann.get("segmentation")
+            record["segmentation"] = (
+                seg if unchanged and isinstance(seg, list) else masks.rle_to_polygons(rle)
+            )
+        else:
+            record["segmentation"] = masks.rle_to_json(rle)
     record.update(
         area=masks.area(rle) if area is None else area,
         bbox=masks.bbox(rle) if box is None else box,
