@@ -347,7 +347,12 @@ def copypaste(
     check_out_path(out, [src if src is not None else files.images, *extra_inputs])
     if not dry_run:  # before reading a large file: a refused OUT needs no parse
         check_out(out, overwrite=overwrite, resume=resume)
-    index = coco.load(files, report=None if quiet else _stderr, progress=_progress(quiet))
+    index = coco.load(
+        files,
+        report=None if quiet else _stderr,
+        progress=_progress(quiet),
+        map_jobs=None if dry_run else run_options.map_jobs("checking annotations", "ann"),
+    )
     if dry_run:
         broken = job.check_images(index)
         for reason in broken.values():
