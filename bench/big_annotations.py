@@ -80,6 +80,13 @@ def measure(command: list[str]) -> tuple[float, float]:
     return seconds, peak_kib / 1024
 
 
+def cpgen_command(src: Path, out: Path, num_images: int) -> list[str]:
+    """The measured command: ``cpgen copypaste`` as a user runs it on a big file."""
+    cpgen = Path(sys.executable).with_name("cpgen")
+    command = [str(cpgen), "copypaste", "--src", str(src), "--out", str(out)]
+    return command + ["--num-images", str(num_images), "--originals", "none", "-j", "2", "--quiet"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--copies", type=int, default=625)
@@ -103,13 +110,9 @@ def main() -> None:
                 f"import json; json.load(open({str(src / 'annotations.json')!r}))",
             ]
         )
-        cpgen = Path(sys.executable).with_name("cpgen")
         out = work / "out"
         shutil.rmtree(out, ignore_errors=True)
-        command = [str(cpgen), "copypaste", "--src", str(src), "--out", str(out)]
-        command += ["--num-images", str(args.num_images), "--originals", "none", "-j", "2"]
-        command += ["--quiet"]
-        run_s, run_mib = measure(command)
+        run_s, run_mib = measure(cpgen_command(src, out, args.num_images))
         print(f"big annotation file: {size:.0f} MiB, {args.copies} copies of the COCO sample")
         print(f"  json.load alone              {parse_s:6.1f} s  {parse_mib:7.0f} MiB peak")
         print(

@@ -276,6 +276,15 @@ def copypaste(
             "[-ROTATE, ROTATE] degrees (0: no rotation).",
         ),
     ] = 0.0,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            help="Composite the pasted pixels with PyTorch on this device (cpu, cuda, cuda:N); "
+            "same annotations, pixels within a grey level; no --rotate.",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per --device encode batch.")] = 64,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     as_json: JsonOpt = False,
@@ -323,8 +332,12 @@ def copypaste(
         overwrite=overwrite,
         progress=_progress(quiet),
         resume=resume,
+        device=device,
+        batch_size=batch_size,
     )
     check_backend(backend)
+    if device is not None:
+        job.check_device(device, options)
     files = _coco_files(src, ann, images, split)
     from cpgen.output import check_out, check_out_path
 
@@ -334,7 +347,12 @@ def copypaste(
     check_out_path(out, [src if src is not None else files.images, *extra_inputs])
     if not dry_run:  # before reading a large file: a refused OUT needs no parse
         check_out(out, overwrite=overwrite, resume=resume)
-    index = coco.load(files, report=None if quiet else _stderr, progress=_progress(quiet))
+    index = coco.load(
+        files,
+        report=None if quiet else _stderr,
+        progress=_progress(quiet),
+        map_jobs=None if dry_run else run_options.map_jobs("checking annotations", "ann"),
+    )
     if dry_run:
         broken = job.check_images(index)
         for reason in broken.values():

@@ -139,12 +139,15 @@ def check_file(path: Path, expected_size: tuple[int, int] | None = None) -> None
     """
     try:
         with path.open("rb") as f:
-            head = f.read(256 * 1024)
+            head = f.read(16 * 1024)  # a header is almost always within it
+            size = header_size(head)
+            if size is None and len(head) == 16 * 1024:  # large EXIF or ICC segments first
+                head += f.read(240 * 1024)
+                size = header_size(head)
     except FileNotFoundError:
         raise ImageError("file not found") from None
     except OSError as exc:
         raise _unreadable(exc, path) from None
-    size = header_size(head)
     if size is None:
         decode(read_bytes(path), expected_size)
     else:

@@ -29,6 +29,27 @@ class RunOptions:
     progress: bool = False
     resume: bool = False
 
+    def map_jobs(self, desc: str, unit: str = "img") -> Callable[..., list[Any]] | None:
+        """``map_jobs(job, payloads, total)`` on these workers (None for one worker): for a
+        step before the run proper, e.g. checking a large annotation file."""
+        if self.workers <= 1:
+            return None
+
+        def run(job: Callable[[Any], Any], payloads: Sequence[Any], total: int) -> list[Any]:
+            return run_jobs(
+                job,
+                payloads,
+                workers=self.workers,
+                backend=self.backend,
+                progress=self.progress,
+                desc=desc,
+                unit=unit,
+                on_result=lambda r: r.done,
+                total=total,
+            )
+
+        return run
+
 
 _worker_ready = False
 _main_pid: int | None = None
@@ -178,6 +199,7 @@ def run_jobs(
     on_result: Callable[[R], int] | None = None,
     total: int | None = None,
     initial: int = 0,
+    unit: str = "img",
 ) -> list[R]:
     """Run ``job`` on every payload; results come back in payload order.
 
@@ -196,7 +218,7 @@ def run_jobs(
         desc=desc,
         total=total,
         initial=initial,
-        unit="img",
+        unit=unit,
         file=sys.stderr,
         disable=not progress,
         dynamic_ncols=True,

@@ -7,7 +7,9 @@ output records with their provenance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ from cpgen import images, masks
 from cpgen.copypaste.options import CopyPasteOptions
 from cpgen.copypaste.sources import Selection, target_segmentation
 from cpgen.ops.paste import (
+    Placement,
     blur_radius,
     composite,
     keep_occluded,
@@ -36,6 +39,38 @@ class Generated:
     params: CopyPasteParams
     drawn_ids: list[Any]  # ids of the source annotations drawn for pasting
     dropped: int  # target annotations dropped as hidden
+
+
+class Pixels:
+    """How outputs' pixels are painted and written: here at once, with OpenCV on the CPU.
+
+    ``cpgen.copypaste.device`` paints on a torch device and writes in batches; masks and
+    records never go through this, so they are the same whichever paints.
+    """
+
+    def paint(
+        self,
+        target: images.Image,
+        source: images.Image,
+        placement: Placement,
+        rect: tuple[int, int, int, int],
+        crop_mask: masks.Mask,
+        sigma: float,
+    ) -> None:
+        """Composite the placed ``source`` onto ``target`` in place through ``crop_mask`` (the
+        pasted union's crop at ``rect`` = (x, y, w, h), pixels), blended with ``sigma``."""
+        composite(target, warp_crop(source, placement, rect), crop_mask, rect, sigma)
+
+    def write(self, path: Path, image: images.Image, quality: int) -> None:
+        """Encode ``image`` as a JPEG of ``quality`` and write it to ``path``."""
+        images.write_output_image(path, images.encode_jpeg(image, quality))
+
+    def finish(self, done: Callable[[], None]) -> None:
+        """Call ``done`` (which marks a shard finished) once every image given is written."""
+        done()
+
+
+CPU_PIXELS = Pixels()
 
 
 def draw_params(
@@ -91,6 +126,7 @@ def copy_paste(
     source_size: tuple[int, int] | None = None,
     reduction: int = 1,
     selection: Selection | None = None,
+    pixels: Pixels = CPU_PIXELS,
 ) -> Generated:
     """Paste the drawn subset of the source's non-crowd instances onto the target.
 
@@ -99,7 +135,7 @@ def copy_paste(
     the full-size annotations. Annotations are full records: the target's (occluded, possibly
     dropped) then the pasted ones, each with its ``cpgen`` provenance; ``id`` and ``image_id``
     are left for the merge to assign. ``selection`` says which source instances can be pasted
-    and how (default: every non-crowd one, by its mask).
+    and how (default: every non-crowd one, by its mask). ``pixels`` paints the pasted pixels.
     """
     th, tw = target.shape[:2]
     sw, sh = source_size if source_size is not None else (source.shape[1], source.shape[0])
@@ -129,12 +165,8 @@ def copy_paste(
         rect = padded_rect(union_box, blur_radius(options.blend_sigma), tw, th)
         x, y, w, h = rect
         crop_mask = np.ascontiguousarray(masks.decode(union)[y : y + h, x : x + w])
-        composite(
-            target,
-            warp_crop(source, placement.reduced(reduction), rect),
-            crop_mask,
-            rect,
-            options.blend_sigma,
+        pixels.paint(
+            target, source, placement.reduced(reduction), rect, crop_mask, options.blend_sigma
         )
 
     annotations: list[dict[str, Any]] = []

@@ -13,11 +13,19 @@ from pathlib import Path
 from typing import Any
 
 from cpgen import images, masks, output
-from cpgen.copypaste.compose import Generated, copy_paste, draw_params, source_reduction
+from cpgen.copypaste.compose import (
+    CPU_PIXELS,
+    Generated,
+    Pixels,
+    copy_paste,
+    draw_params,
+    source_reduction,
+)
 from cpgen.copypaste.options import CopyPasteOptions
 from cpgen.copypaste.sources import ImageRef, Selection, ShardImages, image_path
 from cpgen.copypaste.targets import load_background
 from cpgen.datasets import coco
+from cpgen.datasets.coco_checks import usable_record
 from cpgen.plan import CopyPasteTask
 
 
@@ -81,8 +89,9 @@ class ShardResult:
     broken_inputs: dict[str, str] = field(default_factory=dict)  # pool image/background -> why
 
 
-def run_generate_shard(job: GenerateShard) -> ShardResult:
-    """Generate, encode and write a shard's outputs, then its result file (written last)."""
+def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> ShardResult:
+    """Generate, encode and write a shard's outputs, then its result file (written last);
+    ``pixels`` paints and writes the images (``cpgen.copypaste.device``: on a torch device)."""
     result = ShardResult(job.number)
     out = Path(job.out)
     image_lines: list[str] = []
@@ -92,7 +101,8 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
     )
     per_category: Counter[str] = Counter()
     sources = job.source_images if job.pool else job.images
-    source_anns = job.source_annotations if job.pool else job.annotations
+    target_anns = _usable(job.annotations)
+    source_anns = _usable(job.source_annotations) if job.pool else target_anns
     uses: Counter[tuple[str, int]] = Counter()
     for t in job.tasks:
         if t.background is None:
@@ -144,17 +154,17 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
         generated = copy_paste(
             params,
             target,
-            [] if target_ref is None else job.annotations[task.target],
+            [] if target_ref is None else target_anns[task.target],
             source,
             source_anns[task.source],
             job.options,
             (source_ref.width, source_ref.height),
             reduction,
             job.selection,
+            pixels,
         )
         file_name = output_name(job.gen_dir, task.index)
-        data = images.encode_jpeg(generated.image, job.options.quality)
-        images.write_output_image(out / "images" / file_name, data)
+        pixels.write(out / "images" / file_name, generated.image, job.options.quality)
         image_id = job.ids.image_base + task.index
         where: dict[str, Any] = (
             {"background": job.backgrounds[task.background]}
@@ -188,7 +198,9 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
         counts["dropped_target_annotations"] += generated.dropped
         result.done += 1
     counts["pasted_per_category"] = dict(per_category)
-    write_shard(out, job.number, "generated", result, image_lines, ann_lines, counts)
+    pixels.finish(
+        lambda: write_shard(out, job.number, "generated", result, image_lines, ann_lines, counts)
+    )
     return result
 
 
@@ -228,7 +240,7 @@ def run_originals_shard(job: OriginalsShard) -> ShardResult:
             output.link_or_copy(path, out / "images" / coco.safe_relative(ref.file_name), job.mode)
             # lines carry the image's position: the merge leaves out images found broken later
             image_lines.append(f"{ref.position}\t{output.dumps(job.records[ref.position])}")
-            for ann in job.annotations[ref.position]:
+            for ann in map(usable_record, job.annotations[ref.position]):
                 record = ann  # a box-only annotation is its box: written as it came
                 if not masks.is_box_only(ann):
                     rle = masks.segmentation_to_rle(ann["segmentation"], ref.height, ref.width)
@@ -237,6 +249,13 @@ def run_originals_shard(job: OriginalsShard) -> ShardResult:
         result.done += 1
     write_shard(out, job.number, "originals", result, image_lines, ann_lines, {})
     return result
+
+
+def _usable(
+    annotations: dict[int, list[dict[str, Any]]],
+) -> dict[int, list[dict[str, Any]]]:
+    """The shard's index records as the copy-paste code takes them (polygons parsed, cleaned)."""
+    return {p: [usable_record(a) for a in anns] for p, anns in annotations.items()}
 
 
 def output_name(gen_dir: str, index: int) -> str:

@@ -9,13 +9,13 @@ annotation drops that annotation and is reported in ``CocoIndex.problems``.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cpgen import masks
+from cpgen.datasets import lazy_json
+from cpgen.datasets.coco_checks import CheckJob, CheckResult, check_annotations
 from cpgen.errors import DataError, UsageError
 
 
@@ -114,16 +114,23 @@ class CocoIndex:
 LARGE_FILE = 32 * 1024 * 1024
 
 
-def read_json(path: Path, report: Callable[[str], None] | None = None) -> Any:
+def read_json(
+    path: Path, report: Callable[[str], None] | None = None, keep_polygons: bool = False
+) -> Any:
     """Parse a JSON file; DataError naming the line and column when it is not JSON.
 
-    A large file is announced to ``report`` (with its size) before the parse starts.
+    A large file is announced to ``report`` (with its size) before the parse starts. With
+    ``keep_polygons``, annotations' polygon segmentations stay JSON text (``lazy_json``).
     """
     try:
         if report is not None and path.stat().st_size >= LARGE_FILE:
             report(f"reading {path} ({path.stat().st_size / 2**20:,.0f} MiB)...")
-        with path.open("rb") as f:
-            return json.load(f)
+        if keep_polygons:
+            try:
+                return lazy_json.load_keeping_polygons(path)
+            except ValueError:  # not JSON: the plain parse below says where
+                pass
+        return json.loads(path.read_bytes())
     except FileNotFoundError:
         raise DataError(f"annotation file {path} not found") from None
     except json.JSONDecodeError as exc:
@@ -161,6 +168,15 @@ def _integral(record: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {**record, **changed} if changed else record
 
 
+def _has_float(ann: dict[str, Any]) -> bool:
+    """Whether an annotation's id, image_id or category_id is a float."""
+    return (
+        type(ann.get("id")) is float
+        or type(ann.get("image_id")) is float
+        or type(ann.get("category_id")) is float
+    )
+
+
 def _duplicates(values: Iterable[Any]) -> list[Any]:
     seen: set[Any] = set()
     dups: list[Any] = []
@@ -171,16 +187,32 @@ def _duplicates(values: Iterable[Any]) -> list[Any]:
     return dups
 
 
+#: Runs ``check_annotations`` on each job, results in job order (e.g. in worker processes);
+#: the int is the number of annotations, for a progress bar.
+MapJobs = Callable[[Callable[[CheckJob], CheckResult], Sequence[CheckJob], int], list[CheckResult]]
+
+#: Annotations per check job.
+CHECK_BATCH = 4096
+
+#: From this many annotations on, ``map_jobs`` (worker processes) checks them.
+PARALLEL_CHECK = 20_000
+
+
 def load(
-    files: CocoFiles, report: Callable[[str], None] | None = None, progress: bool = False
+    files: CocoFiles,
+    report: Callable[[str], None] | None = None,
+    progress: bool = False,
+    map_jobs: MapJobs | None = None,
 ) -> CocoIndex:
     """Read and validate a COCO instance-segmentation file. Raises DataError when unusable.
 
     ``report(message)`` hears what a long step does (a large file is announced before it is
-    read); ``progress`` shows a bar over the annotations (stderr) for a large file.
+    read); ``progress`` shows a bar over the annotations (stderr) for a large file. Polygons
+    stay JSON text in the index (``coco_checks.usable_record`` gives the cleaned record);
+    their checks run in batches, through ``map_jobs`` when given (in workers), else here.
     """
     path = files.annotations
-    data = read_json(path, report)
+    data = read_json(path, report, keep_polygons=True)
     if not isinstance(data, dict):
         raise DataError(f"{path}: the top level is a {type(data).__name__}, not a JSON object")
     for key in ("images", "annotations", "categories"):
@@ -220,28 +252,42 @@ def load(
 
     anns = data["annotations"]
     for ann in anns:
-        if not isinstance(ann, dict) or not _is_id(ann.get("id")):
-            raise DataError(f"{path}: an annotation without an integer 'id': {str(ann)[:80]}")
-    anns = [_integral(a, ("id", "image_id", "category_id")) for a in anns]
-    dup = _duplicates(a["id"] for a in anns)
+        plain_id = type(ann) is dict and type(ann.get("id")) is int
+        if not plain_id and (not isinstance(ann, dict) or not _is_id(ann.get("id"))):
+            shown = str(lazy_json.shown(ann))[:80]
+            raise DataError(f"{path}: an annotation without an integer 'id': {shown}")
+    keys = ("id", "image_id", "category_id")
+    anns = [_integral(a, keys) if _has_float(a) else a for a in anns]
+    ids = [a["id"] for a in anns]
+    dup = _duplicates(ids) if len(set(ids)) != len(ids) else []
     if dup:
         raise DataError(f"{path}: duplicate annotation ids {dup[:5]}", hint="ids must be unique")
 
-    anns_by_image: list[list[dict[str, Any]]] = [[] for _ in images]
-    for ann in _checking(anns, report, progress):
-        where = f"annotation {ann['id']}"
-        img = position.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
+    found: list[tuple[int, str, str]] = []  # (position in the file, problem, where)
+    image_of: dict[int, int] = {}
+    for pos, ann in enumerate(anns):  # ids are ints here where they are integral at all
+        image_id, category_id = ann.get("image_id"), ann.get("category_id")
+        img = position.get(image_id) if type(image_id) is int else None
         if img is None:
-            problems.append(("annotation on an unknown image", where))
+            found.append((pos, "annotation on an unknown image", f"annotation {ann['id']}"))
             continue
-        if ann.get("category_id") not in category_ids or not _is_id(ann.get("category_id")):
-            problems.append(("annotation with an unknown category", where))
+        if type(category_id) is not int or category_id not in category_ids:
+            found.append((pos, "annotation with an unknown category", f"annotation {ann['id']}"))
             continue
-        if not usable[img]:
-            continue
-        cleaned = _clean_annotation(ann, images[img], problems)
-        if cleaned is not None:
-            anns_by_image[img].append(cleaned)
+        if usable[img]:
+            image_of[pos] = img
+    results = _check(anns, image_of, images, report, progress, map_jobs)
+    if any(r.not_json for r in results):
+        read_json(path)  # raises with the plain parser's line and column
+        raise DataError(f"{path} is not valid JSON")
+    anns_by_image: list[list[dict[str, Any]]] = [[] for _ in images]
+    for pos in sorted(p for r in results for p in r.usable):
+        ann = anns[pos]  # the index's own copy (parsed here): cleaned in place
+        ann["iscrowd"] = 1 if ann.get("iscrowd") else 0
+        anns_by_image[image_of[pos]].append(ann)
+    found += [p for r in results for p in r.problems]
+    found.sort(key=lambda p: p[0])  # file order; one annotation's problems keep theirs
+    problems += [(problem, where) for _, problem, where in found]
 
     # images that cannot be used keep no annotations and are left out of the index
     kept = [i for i in range(len(images)) if usable[i]]
@@ -260,78 +306,39 @@ def load(
 LARGE_ANNOTATIONS = 100_000
 
 
-def _checking(
-    anns: list[dict[str, Any]], report: Callable[[str], None] | None, progress: bool
-) -> Iterable[dict[str, Any]]:
-    """``anns``, with a progress bar (``progress``) or a line when there are many."""
-    if len(anns) < LARGE_ANNOTATIONS:
-        return anns
-    if progress:
-        import sys
-
-        from tqdm import tqdm
-
-        return tqdm(anns, desc="checking annotations", unit="ann", file=sys.stderr, leave=False)
-    if report is not None:
+def _check(
+    anns: list[dict[str, Any]],
+    image_of: dict[int, int],
+    images: list[dict[str, Any]],
+    report: Callable[[str], None] | None,
+    progress: bool,
+    map_jobs: MapJobs | None,
+) -> list[CheckResult]:
+    """Check the annotations of usable images (positions in ``image_of``) in batches."""
+    items = [
+        (pos, anns[pos], images[img]["width"], images[img]["height"])
+        for pos, img in image_of.items()
+    ]
+    jobs = [CheckJob(items[i : i + CHECK_BATCH]) for i in range(0, len(items), CHECK_BATCH)]
+    large = len(anns) >= LARGE_ANNOTATIONS
+    if large and not progress and report is not None:
         report(f"checking {len(anns):,} annotations...")
-    return anns
+    if map_jobs is not None and len(items) >= PARALLEL_CHECK:
+        return map_jobs(check_annotations, jobs, len(items))
+    if not (large and progress):
+        return [check_annotations(job) for job in jobs]
+    import sys
 
+    from tqdm import tqdm
 
-def _clean_annotation(
-    ann: dict[str, Any], image: dict[str, Any], problems: list[tuple[str, str]]
-) -> dict[str, Any] | None:
-    """A copy of ``ann`` with a decodable segmentation, or None (reported) if it has none."""
-    where = f"annotation {ann['id']} (image {ann['image_id']})"
-    seg = ann.get("segmentation")
-    if masks.is_box_only(ann):  # a detection (box-only) annotation: its box is its mask
-        return _clean_box(ann, image, where, problems)
-    if isinstance(seg, list):
-        hostile = masks.polygon_problem(seg, image["width"], image["height"])
-        if hostile:
-            problems.append(
-                ("annotation with a polygon that cannot be rasterised", f"{where}: {hostile}")
-            )
-            return None
-        parts, dropped = masks.clean_polygons(seg)
-        if dropped:
-            problems.append(("polygon parts dropped (fewer than 6 numbers or odd)", where))
-        if not parts:
-            problems.append(("annotation with an empty segmentation", where))
-            return None
-        seg = parts
-    try:
-        rle = masks.segmentation_to_rle(seg, image["height"], image["width"])
-    except masks.MaskError as exc:
-        problems.append(("segmentation that does not decode", f"{where}: {exc}"))
-        return None
-    if masks.area(rle) == 0:
-        problems.append(("annotation with an empty mask", where))
-        return None
-    cleaned = dict(ann)
-    cleaned["segmentation"] = seg
-    cleaned["iscrowd"] = 1 if ann.get("iscrowd") else 0
-    return cleaned
-
-
-def _clean_box(
-    ann: dict[str, Any], image: dict[str, Any], where: str, problems: list[tuple[str, str]]
-) -> dict[str, Any] | None:
-    """A copy of a box-only annotation whose ``bbox`` covers a pixel, or None (reported)."""
-    box = ann.get("bbox")
-    numbers = isinstance(box, list) and len(box) == 4
-    numbers = numbers and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box
-    )
-    if not numbers or box[2] <= 0 or box[3] <= 0:
-        problems.append(("box-only annotation without a valid bbox", where))
-        return None
-    x0, y0, x1, _, _, y1, _, _ = masks.box_polygon(box, image["height"], image["width"])
-    if x1 <= x0 or y1 <= y0:
-        problems.append(("annotation with an empty mask", where))
-        return None
-    cleaned = dict(ann)
-    cleaned["iscrowd"] = 1 if ann.get("iscrowd") else 0
-    return cleaned
+    results = []
+    with tqdm(
+        total=len(items), desc="checking annotations", unit="ann", file=sys.stderr, leave=False
+    ) as bar:
+        for job in jobs:
+            results.append(check_annotations(job))
+            bar.update(len(job.items))
+    return results
 
 
 def safe_relative(file_name: str) -> PurePosixPath | None:
