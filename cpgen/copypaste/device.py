@@ -289,10 +289,7 @@ def run_device(
         dynamic_ncols=True,
     )
     workers = max(1, run_options.workers)
-    with (
-        ThreadPoolExecutor(max_workers=workers) as encoder,
-        ThreadPoolExecutor(max_workers=workers) as shards,
-    ):
+    with runner.thread_pool(workers) as encoder, runner.thread_pool(workers) as shards:
         batcher = Batcher(device, run_options.batch_size, encoder, codec(device), bar.update)
         futures = [
             shards.submit(run_generate_shard, job, DevicePixels(batcher, job.number))
