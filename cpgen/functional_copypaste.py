@@ -273,6 +273,22 @@ def _composite(
     bilinear warp with a replicated border over ``rect``, as :func:`cpgen.ops.paste.warp_crop`
     renders it, then a binary paste."""
     x, y, w, h = rect
+    roi = target[:, y : y + h, x : x + w]
+    roi.copy_(torch.where(union, warp_rect(source, placement, rect, block, target.dtype), roi))
+
+
+def warp_rect(
+    source: Tensor,
+    placement: Placement,
+    rect: tuple[int, int, int, int],
+    block: int,
+    dtype: torch.dtype,
+) -> Tensor:
+    """The placed ``source`` (C, Hs, Ws) rendered inside target ``rect`` = (x, y, w, h), as
+    ``(C, h, w)`` of ``dtype`` (integers rounded and clamped): OpenCV's bilinear warp with a
+    replicated border, as :func:`cpgen.ops.paste.warp_crop` renders it (within one grey
+    level); ``block`` is :func:`cpgen.ops.warp_coords.opencv_vector_block`'s."""
+    x, y, w, h = rect
     device = source.device
     inverse = placement_inverse(placement, x, y)
     x0, x1, fx = linear_taps(column_coords(inverse, w, block), source.shape[2])
@@ -287,11 +303,10 @@ def _composite(
     top = p00 + fx_t * (p01 - p00)
     bottom = p10 + fx_t * (p11 - p10)
     value = top + fy_t * (bottom - top)
-    if not target.dtype.is_floating_point:
-        info = torch.iinfo(target.dtype)
+    if not dtype.is_floating_point:
+        info = torch.iinfo(dtype)
         value = value.round().clamp(info.min, info.max)
-    roi = target[:, y : y + h, x : x + w]
-    roi.copy_(torch.where(union, value.to(target.dtype), roi))
+    return value.to(dtype)
 
 
 def _occlude(

@@ -238,13 +238,16 @@ def test_tiny80_crowd_regions_are_kept_and_occluded(tiny80_out):
     assert all(isinstance(a["segmentation"]["counts"], str) for a in crowds)
 
 
-def test_generated_segmentations_are_compressed_rle_strings(tiny80_out):
+def test_generated_masks_are_polygons_and_crowd_regions_compressed_rle(tiny80_out):
     data = load_json(tiny80_out[1] / "annotations.json")
     generated = [a for a in data["annotations"] if "cpgen" in a]
-    assert generated
+    assert any(a["iscrowd"] for a in generated) and any(not a["iscrowd"] for a in generated)
     for ann in generated:
         seg = ann["segmentation"]
-        assert isinstance(seg, dict) and isinstance(seg["counts"], str)
+        if ann["iscrowd"]:
+            assert isinstance(seg, dict) and isinstance(seg["counts"], str)
+        else:
+            assert isinstance(seg, list) and all(len(part) >= 6 for part in seg)
 
 
 def test_labelme_subfolders_and_zero_based_ids(labelme3, tmp_path):

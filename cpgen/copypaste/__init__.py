@@ -9,6 +9,7 @@ composing each output with ``compose`` from the pixels ``sources`` reads) -> mer
 from __future__ import annotations
 
 from cpgen.copypaste.compose import Generated, copy_paste, draw_params, source_reduction
+from cpgen.copypaste.device import RunOptions, check_device
 from cpgen.copypaste.inputs import Inputs, prepare
 from cpgen.copypaste.options import CopyPasteOptions, options_record
 from cpgen.copypaste.run import Summary, generated_dir, merge, plan, run
@@ -21,7 +22,6 @@ from cpgen.copypaste.shard import (
     run_originals_shard,
 )
 from cpgen.copypaste.sources import ImageRef, ShardImages, check_images, usable_images
-from cpgen.runner import RunOptions
 
 __all__ = [
     "CopyPasteOptions",
@@ -35,6 +35,7 @@ __all__ = [
     "ShardImages",
     "ShardResult",
     "Summary",
+    "check_device",
     "check_images",
     "copy_paste",
     "draw_params",

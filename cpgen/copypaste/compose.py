@@ -7,7 +7,9 @@ output records with their provenance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,7 @@ from cpgen import images, masks
 from cpgen.copypaste.options import CopyPasteOptions
 from cpgen.copypaste.sources import Selection, target_segmentation
 from cpgen.ops.paste import (
+    Placement,
     blur_radius,
     composite,
     keep_occluded,
@@ -36,6 +39,38 @@ class Generated:
     params: CopyPasteParams
     drawn_ids: list[Any]  # ids of the source annotations drawn for pasting
     dropped: int  # target annotations dropped as hidden
+
+
+class Pixels:
+    """How outputs' pixels are painted and written: here at once, with OpenCV on the CPU.
+
+    ``cpgen.copypaste.device`` paints on a torch device and writes in batches; masks and
+    records never go through this, so they are the same whichever paints.
+    """
+
+    def paint(
+        self,
+        target: images.Image,
+        source: images.Image,
+        placement: Placement,
+        rect: tuple[int, int, int, int],
+        crop_mask: masks.Mask,
+        sigma: float,
+    ) -> None:
+        """Composite the placed ``source`` onto ``target`` in place through ``crop_mask`` (the
+        pasted union's crop at ``rect`` = (x, y, w, h), pixels), blended with ``sigma``."""
+        composite(target, warp_crop(source, placement, rect), crop_mask, rect, sigma)
+
+    def write(self, path: Path, image: images.Image, quality: int) -> None:
+        """Encode ``image`` as a JPEG of ``quality`` and write it to ``path``."""
+        images.write_output_image(path, images.encode_jpeg(image, quality))
+
+    def finish(self, done: Callable[[], None]) -> None:
+        """Call ``done`` (which marks a shard finished) once every image given is written."""
+        done()
+
+
+CPU_PIXELS = Pixels()
 
 
 def draw_params(
@@ -91,6 +126,7 @@ def copy_paste(
     source_size: tuple[int, int] | None = None,
     reduction: int = 1,
     selection: Selection | None = None,
+    pixels: Pixels = CPU_PIXELS,
 ) -> Generated:
     """Paste the drawn subset of the source's non-crowd instances onto the target.
 
@@ -99,7 +135,7 @@ def copy_paste(
     the full-size annotations. Annotations are full records: the target's (occluded, possibly
     dropped) then the pasted ones, each with its ``cpgen`` provenance; ``id`` and ``image_id``
     are left for the merge to assign. ``selection`` says which source instances can be pasted
-    and how (default: every non-crowd one, by its mask).
+    and how (default: every non-crowd one, by its mask). ``pixels`` paints the pasted pixels.
     """
     th, tw = target.shape[:2]
     sw, sh = source_size if source_size is not None else (source.shape[1], source.shape[0])
@@ -129,12 +165,8 @@ def copy_paste(
         rect = padded_rect(union_box, blur_radius(options.blend_sigma), tw, th)
         x, y, w, h = rect
         crop_mask = np.ascontiguousarray(masks.decode(union)[y : y + h, x : x + w])
-        composite(
-            target,
-            warp_crop(source, placement.reduced(reduction), rect),
-            crop_mask,
-            rect,
-            options.blend_sigma,
+        pixels.paint(
+            target, source, placement.reduced(reduction), rect, crop_mask, options.blend_sigma
         )
 
     annotations: list[dict[str, Any]] = []
@@ -145,7 +177,7 @@ def copy_paste(
     )
     target_boxes = masks.bboxes(target_rles)
     for ann, rle, box in zip(target_anns, target_rles, target_boxes, strict=True):
-        area = None
+        area, unchanged = None, True
         if union is not None and _boxes_overlap(box, union_box):
             original_px = masks.area(rle)
             if not_pasted is None:
@@ -158,8 +190,10 @@ def copy_paste(
                 ):
                     dropped += 1
                     continue
-                rle, box = visible, masks.bbox(visible)
-        annotations.append(_annotation(ann, rle, "target", options.mask_format, area, box))
+                rle, box, unchanged = visible, masks.bbox(visible), False
+        annotations.append(
+            _annotation(ann, rle, "target", options.mask_format, area, box, unchanged)
+        )
     for ann, rle, area in pasted:
         record = _annotation(ann, rle, "source", options.mask_format, area)
         if selection.dataset is not None:
@@ -189,24 +223,28 @@ def _annotation(
     mask_format: str,
     area: int | None = None,
     box: list[int] | None = None,
+    unchanged: bool = False,
 ) -> dict[str, Any]:
     """An output record: the original's keys, new mask, area and box, and provenance.
 
     ``area`` and ``box`` are the mask's when the caller already has them. A box-only
-    annotation keeps its segmentation as it came (missing, null or []).
+    annotation keeps its segmentation as it came (missing, null or []). Non-crowd masks are
+    written as polygons (``mask_format`` "polygon") that decode with pycocotools to exactly the
+    mask: an ``unchanged`` target annotation keeps its own polygon (its mask is that polygon's
+    rasterisation), any other mask is traced along pixel edges (:mod:`cpgen.polygons`); crowd
+    regions, and every mask with ``mask_format`` "rle", are compressed RLE.
     """
     box_only = masks.is_box_only(ann)
-    segmentation: Any = None if box_only else masks.rle_to_json(rle)
-    if mask_format == "polygon" and not ann["iscrowd"] and not box_only:
-        h, w = rle["size"]
-        parts = masks.mask_to_polygons(masks.decode(rle))
-        as_polygon = masks.polygons_to_rle(parts, h, w) if parts else None
-        if as_polygon is not None and masks.area(as_polygon) > 0:
-            segmentation, rle, area, box = parts, as_polygon, None, None
     record = {k: v for k, v in ann.items() if k not in ("id", "image_id", "cpgen")}
     record.update(id=None, image_id=None)
     if not box_only:
-        record["segmentation"] = segmentation
+        if mask_format == "polygon" and not ann["iscrowd"]:
+            seg = ann.get("segmentation")
+            record["segmentation"] = (
+                seg if unchanged and isinstance(seg, list) else masks.rle_to_polygons(rle)
+            )
+        else:
+            record["segmentation"] = masks.rle_to_json(rle)
     record.update(
         area=masks.area(rle) if area is None else area,
         bbox=masks.bbox(rle) if box is None else box,

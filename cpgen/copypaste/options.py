@@ -21,7 +21,7 @@ class CopyPasteOptions:
     sigma: float = 1.0
     min_visible_px: int = 10
     min_visible_frac: float = 0.1
-    mask_format: str = "rle"
+    mask_format: str = "polygon"
     originals: str = "link"
     quality: int = 95
     # options for the datasets people bring (recorded only when set: see options_record)

@@ -146,6 +146,11 @@ def run(
     ``report(message)`` receives one line per skipped item (stderr in the CLI).
     """
     started = time.perf_counter()
+    device = getattr(run_options, "device", None)  # --device: cpgen.copypaste.device
+    if device is not None:
+        from cpgen.copypaste import device as on_device
+
+        on_device.check_device(device, options)
     inputs = prepare(index, options)  # a bad pool, category or background folder stops here
     if not inputs.pool:
         usable_images(index, (), inputs.selection)  # nothing to paste: fails before OUT is touched
@@ -161,6 +166,8 @@ def run(
         },
         "options": options_record(options),
     }
+    if device is not None:
+        manifest["pixels"] = on_device.manifest_record(device)
     if inputs.pool:
         files = inputs.source_index.files
         manifest["pool"] = {
@@ -253,7 +260,13 @@ def run(
                 str(inputs.backgrounds_dir or ""),
             )
         )
-    execute(generate, run_generate_shard, "copypaste", lambda p: len(p.tasks))
+    if device is None:
+        execute(generate, run_generate_shard, "copypaste", lambda p: len(p.tasks))
+    else:
+        pending = [p for p in generate if p.number not in finished]
+        on_device.run_device(
+            pending, run_options, len(tasks), len(tasks) - sum(len(p.tasks) for p in pending)
+        )
     summary = merge(index, out, options, len(originals) + len(generate), inputs)
     summary.seconds = round(time.perf_counter() - started, 3)
     output.write_manifest(out, {**manifest, "state": "done", "summary": summary.to_json()})

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from cpgen import images, masks, output
-from cpgen.copypaste.compose import Generated, copy_paste, draw_params, source_reduction
+from cpgen.copypaste.compose import (
+    CPU_PIXELS,
+    Generated,
+    Pixels,
+    copy_paste,
+    draw_params,
+    source_reduction,
+)
 from cpgen.copypaste.options import CopyPasteOptions
 from cpgen.copypaste.sources import ImageRef, Selection, ShardImages, image_path
 from cpgen.copypaste.targets import load_background
@@ -82,8 +89,9 @@ class ShardResult:
     broken_inputs: dict[str, str] = field(default_factory=dict)  # pool image/background -> why
 
 
-def run_generate_shard(job: GenerateShard) -> ShardResult:
-    """Generate, encode and write a shard's outputs, then its result file (written last)."""
+def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> ShardResult:
+    """Generate, encode and write a shard's outputs, then its result file (written last);
+    ``pixels`` paints and writes the images (``cpgen.copypaste.device``: on a torch device)."""
     result = ShardResult(job.number)
     out = Path(job.out)
     image_lines: list[str] = []
@@ -153,10 +161,10 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
             (source_ref.width, source_ref.height),
             reduction,
             job.selection,
+            pixels,
         )
         file_name = output_name(job.gen_dir, task.index)
-        data = images.encode_jpeg(generated.image, job.options.quality)
-        images.write_output_image(out / "images" / file_name, data)
+        pixels.write(out / "images" / file_name, generated.image, job.options.quality)
         image_id = job.ids.image_base + task.index
         where: dict[str, Any] = (
             {"background": job.backgrounds[task.background]}
@@ -190,7 +198,9 @@ def run_generate_shard(job: GenerateShard) -> ShardResult:
         counts["dropped_target_annotations"] += generated.dropped
         result.done += 1
     counts["pasted_per_category"] = dict(per_category)
-    write_shard(out, job.number, "generated", result, image_lines, ann_lines, counts)
+    pixels.finish(
+        lambda: write_shard(out, job.number, "generated", result, image_lines, ann_lines, counts)
+    )
     return result
 
 

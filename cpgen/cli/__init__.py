@@ -1,0 +1,68 @@
+"""The `cpgen` command line: thin commands that turn options into a config and run it.
+
+Results go to stdout (``--json``); progress, warnings and errors go to stderr. Known failures
+print ``Error: ...`` with a hint and no traceback (set CPGEN_DEBUG=1 to see one).
+Exit codes: 0 ok, 1 data or I/O error, 2 usage error, 3 finished but items were skipped,
+128 + N on signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from cpgen import __version__
+from cpgen.cli import copypaste, cutmix, inspect  # noqa: F401  (the commands register on app)
+from cpgen.cli.common import _stderr, app
+from cpgen.errors import EXIT_INTERRUPTED, EXIT_USAGE, Terminated
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cpgen {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    """Offline dataset generation for computer vision."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C outside a command body
+        _stderr("Interrupted.")
+        _exit(EXIT_INTERRUPTED)
+    except Terminated as exc:
+        _exit(exc.exit_code)
+    except SystemExit as exc:
+        if isinstance(exc.code, int) and exc.code > 128:
+            _exit(exc.code)
+        raise
+
+
+def _exit(code: int) -> None:
+    """Exit an interrupted run at once. Threads of ``--backend threading`` may still be inside
+    OpenCV; letting the interpreter finalise under them aborts the process (exit 134), so the
+    exit handlers run here and the process ends without finalising."""
+    import atexit
+    import threading
+
+    if threading.active_count() > 1:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+__all__ = ["app", "main", "EXIT_USAGE"]

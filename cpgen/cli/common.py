@@ -1,0 +1,156 @@
+"""What every command shares: the app, option declarations, error handling, output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from cpgen.errors import (
+    EXIT_DATA,
+    EXIT_INTERRUPTED,
+    EXIT_SKIPPED,
+    CpgenError,
+    Terminated,
+    UsageError,
+    describe_os_error,
+)
+
+app = typer.Typer(
+    name="cpgen",
+    help="Offline dataset generation for computer vision: Simple Copy-Paste for COCO instance "
+    "segmentation, CutMix for image folders; validate, preview and stats to look at any "
+    "dataset. Exit codes: 0 ok, 1 data or I/O error, 2 usage error, "
+    "3 finished but some items were skipped (named on stderr), 128+N on signal N (130 Ctrl-C, "
+    "143 SIGTERM).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Options shared by the generating commands, declared once.
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.", show_default=False)]
+SeedOpt = Annotated[int, typer.Option(help="Random seed; same inputs and seed, same bytes out.")]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers", "-j", help="Worker processes (default: all cores).", show_default=False
+    ),
+]
+BackendOpt = Annotated[
+    str, typer.Option(help="joblib backend: loky, threading, multiprocessing, dask, ...")
+]
+QualityOpt = Annotated[int, typer.Option(help="JPEG quality of generated images (1-100).")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an earlier cpgen output in --out.")
+]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume", help="Continue an interrupted run into the same --out (same options)."
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print the plan (one line per output) and stop.")
+]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def handle_errors(command: F) -> F:
+    """Turn known failures, file-system faults and signals into one `Error:` line (or one
+    message) and the exit code they carry; stop the workers; release the OUT lock."""
+    writes = command.__name__ in ("copypaste", "cutmix")  # resumable commands
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from cpgen.output import release_locks
+        from cpgen.runner import stop_workers, termination_signals
+
+        try:
+            with termination_signals():
+                return command(*args, **kwargs)
+        except CpgenError as exc:
+            if os.environ.get("CPGEN_DEBUG"):
+                raise
+            _stderr(f"Error: {exc.message}")
+            if exc.hint:
+                _stderr(f"Hint: {exc.hint}")
+            raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a full disk, a read-only folder, too many open files, ...
+            if os.environ.get("CPGEN_DEBUG"):
+                raise
+            stop_workers()
+            message, hint = describe_os_error(exc, resumable=writes)
+            _stderr(f"Error: {message}")
+            _stderr(f"Hint: {hint}")
+            raise typer.Exit(EXIT_DATA) from None
+        except (KeyboardInterrupt, Terminated) as exc:
+            stop_workers()
+            code = exc.exit_code if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+            name = signal.Signals(code - 128).name if code > 128 else "a signal"
+            message = f"Interrupted by {name}"
+            if writes:
+                message += (
+                    ": the output is incomplete. Run the same command with --resume "
+                    "to continue where it stopped."
+                )
+            _stderr(message)
+            raise typer.Exit(code) from None
+        finally:
+            release_locks()
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _workers(workers: int | None) -> int:
+    from cpgen.runner import default_workers
+
+    if workers is None:
+        return default_workers()
+    if workers < 1:
+        raise UsageError("--workers must be at least 1")
+    return workers
+
+
+def _progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def _finish(summary: Any, as_json: bool, quiet: bool) -> None:
+    """The one place a run's result is printed, and its exit code chosen."""
+    if as_json:
+        print(json.dumps(summary.to_json()), flush=True)
+    if not quiet:
+        _stderr(summary.line())
+    if summary.skipped_items:
+        raise typer.Exit(EXIT_SKIPPED)
+
+
+def _coco_files(src: Path | None, ann: Path | None, images: Path | None, split: str | None):
+    from cpgen.datasets import coco
+
+    if src is not None:
+        if ann is not None or images is not None:
+            raise UsageError("give either --src, or --ann with --images, not both")
+        return coco.find_layout(src, split)
+    if ann is None or images is None:
+        raise UsageError("give --src DIR, or --ann FILE with --images DIR")
+    if not ann.is_file():
+        raise UsageError(f"--ann {ann} is not a file")
+    if not images.is_dir():
+        raise UsageError(f"--images {images} is not a folder")
+    return coco.CocoFiles(ann, images)

@@ -1,0 +1,187 @@
+"""CutMix shards: the worker job, and the device path that mixes batches with PyTorch."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cpgen import images, output
+from cpgen.cutmix.options import COLUMNS, CutMixOptions, RunOptions
+from cpgen.cutmix.plan import CutMixTask, Prepared, prepare
+from cpgen.ops.cutmix import paste_box
+from cpgen.runner import setup_worker, thread_pool
+
+# ---------------------------------------------------------------------------------------------
+# Shards (run in workers: small picklable payloads, small results)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """What a worker needs to read one input image."""
+
+    position: int
+    file: str  # relative to SRC, POSIX
+    label: int
+
+
+@dataclass(frozen=True)
+class CutMixShard:
+    """One worker job: consecutive tasks and the refs of the images they touch (no pixels)."""
+
+    number: int
+    tasks: list[CutMixTask]
+    images: dict[int, ImageRef]
+    classes: tuple[str, ...]
+    options: CutMixOptions
+    src: str
+    out: str
+
+
+@dataclass
+class ShardResult:
+    """What a shard did; the same content goes to its result file with the label rows."""
+
+    number: int
+    done: int = 0  # outputs written
+    broken: dict[str, str] = field(default_factory=dict)  # input file -> reason
+    skipped: list[str] = field(default_factory=list)  # outputs not written, with reason
+
+
+def output_name(index: int) -> str:
+    """An output's file, relative to OUT."""
+    return f"images/{index:06d}.jpg"
+
+
+def _load(src: str, ref: ImageRef) -> images.Image:
+    return images.load(Path(src) / ref.file, apply_orientation=True)
+
+
+def _load_task(job: CutMixShard, task: CutMixTask) -> Prepared | tuple[str, str]:
+    """Decode and prepare a task's images, or (file, reason) for the first unusable one."""
+    loaded: list[images.Image] = []
+    for ref in (job.images[task.base], job.images[task.patch]):
+        try:
+            loaded.append(_load(job.src, ref))
+        except images.ImageError as exc:
+            return ref.file, str(exc)
+    return prepare(task.seed, loaded[0], loaded[1], job.options)
+
+
+def _record_unusable(result: ShardResult, task: CutMixTask, problem: tuple[str, str]) -> None:
+    result.broken[problem[0]] = problem[1]
+    result.skipped.append(f"{output_name(task.index)}: input image {problem[0]} unusable")
+
+
+def _write_output(job: CutMixShard, task: CutMixTask, mixed: images.Image) -> None:
+    data = images.encode_jpeg(mixed, job.options.quality)
+    images.write_output_image(Path(job.out) / output_name(task.index), data)
+
+
+def _row(job: CutMixShard, task: CutMixTask, prepared: Prepared) -> list[Any]:
+    base, patch = job.images[task.base], job.images[task.patch]
+    return [
+        output_name(task.index),
+        job.classes[base.label],
+        job.classes[patch.label],
+        prepared.base_weight,
+        *prepared.box,
+        base.file,
+        patch.file,
+        task.seed,
+    ]
+
+
+def run_cutmix_shard(job: CutMixShard) -> ShardResult:
+    """Mix, encode and write a shard's outputs with numpy, then its result file (written last)."""
+    result = ShardResult(job.number)
+    rows: list[list[Any]] = []
+    for task in job.tasks:
+        prepared = _load_task(job, task)
+        if not isinstance(prepared, Prepared):
+            _record_unusable(result, task, prepared)
+            continue
+        mixed = paste_box(prepared.base, prepared.patch, prepared.box)
+        _write_output(job, task, mixed)
+        rows.append(_row(job, task, prepared))
+        result.done += 1
+    _write_shard(Path(job.out), job.number, rows, result)
+    return result
+
+
+def run_device(payloads: list[CutMixShard], run_options: RunOptions) -> None:
+    """Run shards in this process as device batches of ``--batch-size`` outputs: decode and
+    resize in ``--workers`` threads (OpenCV releases the GIL; no pixels are pickled), copy the
+    boxes with PyTorch, encode and write in the threads. A batch may span shards; a shard's
+    result file is written once all its outputs are, with the same content as a worker's."""
+    from tqdm import tqdm
+
+    setup_worker()
+    device = run_options.device
+    assert device is not None
+    work = [(job, task) for job in payloads for task in job.tasks]
+    results = {job.number: ShardResult(job.number) for job in payloads}
+    rows: dict[int, list[list[Any]]] = {job.number: [] for job in payloads}
+    left = {job.number: len(job.tasks) for job in payloads}
+    bar = tqdm(desc="cutmix", unit="img", disable=not run_options.progress, dynamic_ncols=True)
+    try:
+        with thread_pool(run_options.workers) as pool:
+            for start in range(0, len(work), run_options.batch_size):
+                batch = work[start : start + run_options.batch_size]
+                loaded = list(pool.map(lambda w: _load_task(*w), batch))
+                ready = [
+                    (job, task, p)
+                    for (job, task), p in zip(batch, loaded, strict=True)
+                    if isinstance(p, Prepared)
+                ]
+                if ready:
+                    _mix_on_device(ready, device, pool)
+                for (job, task), outcome in zip(batch, loaded, strict=True):
+                    result = results[job.number]
+                    if isinstance(outcome, Prepared):
+                        rows[job.number].append(_row(job, task, outcome))
+                        result.done += 1
+                    else:
+                        _record_unusable(result, task, outcome)
+                    left[job.number] -= 1
+                    if left[job.number] == 0:
+                        _write_shard(Path(job.out), job.number, rows.pop(job.number), result)
+                bar.update(len(batch))
+    finally:
+        bar.close()
+
+
+def _mix_on_device(
+    ready: list[tuple[CutMixShard, CutMixTask, Prepared]], device: str, pool: ThreadPoolExecutor
+) -> None:
+    """Copy each output's box on ``device`` in one batch; encode and write in ``pool``."""
+    import torch
+
+    from cpgen.functional import paste_boxes
+
+    base = torch.from_numpy(np.stack([p.base for _, _, p in ready])).to(device)
+    patch = torch.from_numpy(np.stack([p.patch for _, _, p in ready])).to(device)
+    boxes = torch.tensor([list(p.box) for _, _, p in ready], dtype=torch.long)
+    # NHWC -> NCHW views, the layout of Composer's batches
+    mixed = paste_boxes(base.permute(0, 3, 1, 2), patch.permute(0, 3, 1, 2), boxes)
+    mixed_images = mixed.permute(0, 2, 3, 1).cpu().numpy()
+
+    def write(k: int) -> None:
+        job, task, _ = ready[k]
+        _write_output(job, task, np.ascontiguousarray(mixed_images[k]))
+
+    list(pool.map(write, range(len(ready))))
+
+
+def _write_shard(out: Path, number: int, rows: list[list[Any]], result: ShardResult) -> None:
+    content = {
+        "kind": "cutmix",
+        "columns": list(COLUMNS),
+        "rows": rows,
+        "broken": result.broken,
+        "skipped": result.skipped,
+    }
+    output.atomic_write_text(output.shard_path(out, number), output.dumps(content))
