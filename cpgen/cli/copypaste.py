@@ -167,6 +167,15 @@ def copypaste(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per --device encode batch.")] = 64,
+    cache_mb: Annotated[
+        int | None,
+        typer.Option(
+            help="MiB of decoded images each worker keeps across shards (0: none; default: a "
+            "quarter of the memory shared by the workers, at most 2048). Changes no output "
+            "byte; a --resume may use another value.",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     as_json: JsonOpt = False,
@@ -216,6 +225,7 @@ def copypaste(
         resume=resume,
         device=device,
         batch_size=batch_size,
+        cache_mb=cache_mb,
     )
     check_backend(backend)
     if device is not None:

@@ -7,6 +7,7 @@ read + validate (datasets.coco) -> plan (plan.py) -> shards in workers (shard.py
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,13 @@ from cpgen.copypaste.shard import (
     run_generate_shard,
     run_originals_shard,
 )
-from cpgen.copypaste.sources import images_by_category, refs, usable_images
+from cpgen.copypaste.sources import (
+    WORKER_IMAGES,
+    default_cache_mb,
+    images_by_category,
+    refs,
+    usable_images,
+)
 from cpgen.datasets import coco, consumers
 from cpgen.errors import DataError
 from cpgen.plan import CopyPasteTask, plan_copypaste, shard
@@ -233,6 +240,10 @@ def run(
     )
     generate = []
     source = inputs.source_index
+    cache_mb = getattr(run_options, "cache_mb", None)
+    if cache_mb is None:
+        cache_mb = default_cache_mb(1 if device is not None else run_options.workers)
+    cache = (uuid.uuid4().hex, cache_mb * 2**20)
     for chunk in shard(tasks, SHARD_SIZE):
         targets = {t.target for t in chunk if t.background is None}
         sources = {t.source for t in chunk}
@@ -258,15 +269,19 @@ def run(
                     if t.background is not None
                 },
                 str(inputs.backgrounds_dir or ""),
+                cache,
             )
         )
-    if device is None:
-        execute(generate, run_generate_shard, "copypaste", lambda p: len(p.tasks))
-    else:
-        pending = [p for p in generate if p.number not in finished]
-        on_device.run_device(
-            pending, run_options, len(tasks), len(tasks) - sum(len(p.tasks) for p in pending)
-        )
+    try:
+        if device is None:
+            execute(generate, run_generate_shard, "copypaste", lambda p: len(p.tasks))
+        else:
+            pending = [p for p in generate if p.number not in finished]
+            on_device.run_device(
+                pending, run_options, len(tasks), len(tasks) - sum(len(p.tasks) for p in pending)
+            )
+    finally:
+        WORKER_IMAGES.clear()  # shards run in this process (one worker, --device) kept images
     summary = merge(index, out, options, len(originals) + len(generate), inputs)
     summary.seconds = round(time.perf_counter() - started, 3)
     output.write_manifest(out, {**manifest, "state": "done", "summary": summary.to_json()})

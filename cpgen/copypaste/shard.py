@@ -22,7 +22,7 @@ from cpgen.copypaste.compose import (
     source_reduction,
 )
 from cpgen.copypaste.options import CopyPasteOptions
-from cpgen.copypaste.sources import ImageRef, Selection, ShardImages, image_path
+from cpgen.copypaste.sources import WORKER_IMAGES, ImageRef, Selection, ShardImages, image_path
 from cpgen.copypaste.targets import load_background
 from cpgen.datasets import coco
 from cpgen.datasets.coco_checks import usable_record
@@ -67,6 +67,9 @@ class GenerateShard:
     source_annotations: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     backgrounds: dict[int, str] = field(default_factory=dict)
     backgrounds_dir: str = ""
+    #: (run, bytes): the worker's decoded-image cache across shards (``WorkerImages``); it
+    #: changes no output byte, so it is no option of the output (not in the manifest)
+    cache: tuple[str, int] = ("", 0)
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,9 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
         if t.background is None:
             uses[job.images[t.target].key] += 1
         uses[sources[t.source].key] += 1
-    cache = ShardImages(uses)
+    if job.cache[1] > 0:
+        WORKER_IMAGES.configure(*job.cache)
+    cache = ShardImages(uses, worker=WORKER_IMAGES if job.cache[1] > 0 else None)
     for task in job.tasks:
         source_ref = sources[task.source]
         on_background = task.background is not None

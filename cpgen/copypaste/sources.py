@@ -9,6 +9,8 @@ at most once per size within a shard.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -161,6 +163,90 @@ def image_path(images_dir: str, ref: ImageRef) -> Path:
     return Path(images_dir) / rel
 
 
+class WorkerImages:
+    """Decoded images kept by one worker process across its shards, least recently used out
+    past a budget in bytes (``--cache-mb``): a small dataset multiplied many times is decoded
+    about once per worker instead of twice per output.
+
+    Entries are keyed by the image and the reduction asked for and hold exactly what decoding
+    then gives, so which shard ran where changes no byte. The arrays are shared: never modified
+    (``ShardImages.take`` copies). ``run`` names the run: a new one empties the cache (files may
+    have changed between runs served by the same worker). Thread-safe (``--device`` shards run
+    in threads of one process).
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.run = ""
+        self.budget = 0
+        self.used = 0
+        self.decoded: OrderedDict[tuple[str, int, int], tuple[images.Image, int]] = OrderedDict()
+
+    def configure(self, run: str, budget_bytes: int) -> None:
+        with self.lock:
+            if run != self.run:
+                self.decoded.clear()
+                self.used, self.run = 0, run
+            self.budget = budget_bytes
+            self._shrink()
+
+    def clear(self) -> None:
+        """Forget everything (the run is over; frees the memory)."""
+        self.configure("", 0)
+
+    def get(self, ref: ImageRef, reduction: int) -> tuple[images.Image, int, bool]:
+        """``decode_image(ref, reduction)``, from the cache when it holds it; the last item says
+        whether the array is shared (kept here: the caller must not modify it)."""
+        key = (*ref.key, reduction)
+        with self.lock:
+            hit = self.decoded.get(key)
+            if hit is not None:
+                self.decoded.move_to_end(key)
+                return (*hit, True)
+            budget = self.budget
+        pixels, got = decode_image(ref, reduction)
+        if pixels.nbytes > budget:
+            return pixels, got, False
+        with self.lock:
+            if key in self.decoded or pixels.nbytes > self.budget:
+                return pixels, got, False
+            self.decoded[key] = (pixels, got)
+            self.used += pixels.nbytes
+            self._shrink()
+        return pixels, got, True
+
+    def _shrink(self) -> None:
+        while self.used > self.budget and self.decoded:
+            self.used -= self.decoded.popitem(last=False)[1][0].nbytes
+
+
+#: The decoded images of this worker process, kept across shards (``WorkerImages``).
+WORKER_IMAGES = WorkerImages()
+
+
+def default_cache_mb(workers: int) -> int:
+    """``--cache-mb`` by default: a quarter of the machine's memory shared by the workers, at
+    most 2 GiB each (0 where the memory size is unknown)."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
+    return int(min(total // 4 // max(1, workers), 2 * 1024**3) // 2**20)
+
+
+def decode_image(ref: ImageRef, reduction: int = 1) -> tuple[images.Image, int]:
+    """Read and decode ``ref`` at 1/``reduction`` (JPEG DCT scaling) or in full where it cannot
+    be reduced; returns the pixels and the reduction they have."""
+    data = images.read_bytes(image_path(ref.root, ref))
+    expected = (ref.width, ref.height)
+    try:
+        if reduction == 1:
+            raise ValueError
+        return images.decode_reduced(data, expected, reduction), reduction
+    except ValueError:
+        return images.decode(data, expected), 1
+
+
 class ShardImages:
     """The images one shard reads, each decoded at most once per size while it fits a budget.
 
@@ -172,17 +258,23 @@ class ShardImages:
     """
 
     def __init__(
-        self, uses: Counter[tuple[str, int]], budget_bytes: int = 256 * 1024 * 1024
+        self,
+        uses: Counter[tuple[str, int]],
+        budget_bytes: int = 256 * 1024 * 1024,
+        worker: WorkerImages | None = None,
     ) -> None:
         self.remaining = uses
         self.budget = budget_bytes
         self.used = 0
         self.decoded: OrderedDict[tuple[str, int, int], images.Image] = OrderedDict()
+        self.worker = worker
+        self.shared: set[int] = set()  # ids of arrays the worker cache holds too
 
     def take(self, ref: ImageRef) -> images.Image:
         """Full-size pixels of ``ref`` that the caller may modify."""
         pixels = self.get(ref)[0]
-        return pixels if (*ref.key, 1) not in self.decoded else pixels.copy()
+        kept = (*ref.key, 1) in self.decoded or id(pixels) in self.shared
+        return pixels.copy() if kept else pixels
 
     def get(self, ref: ImageRef, reduction: int = 1) -> tuple[images.Image, int]:
         """Pixels of ``ref`` (not to be modified) and the reduction they were decoded at."""
@@ -196,14 +288,12 @@ class ShardImages:
                 else:
                     self.decoded.move_to_end(key)
                 return pixels, key[2]
-        data = images.read_bytes(image_path(ref.root, ref))
-        expected = (ref.width, ref.height)
-        try:
-            if reduction == 1:
-                raise ValueError
-            pixels = images.decode_reduced(data, expected, reduction)
-        except ValueError:
-            pixels, reduction = images.decode(data, expected), 1
+        if self.worker is None:
+            pixels, reduction = decode_image(ref, reduction)
+        else:
+            pixels, reduction, shared = self.worker.get(ref, reduction)
+            if shared:
+                self.shared.add(id(pixels))
         if not last:
             self.decoded[(*ref.key, reduction)] = pixels
             self.used += pixels.nbytes
