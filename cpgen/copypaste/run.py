@@ -20,6 +20,7 @@ from cpgen.copypaste.shard import (
     GenerateShard,
     OriginalsShard,
     OutputIds,
+    forget_usable,
     part_path,
     run_generate_shard,
     run_originals_shard,
@@ -282,6 +283,7 @@ def run(
             )
     finally:
         WORKER_IMAGES.clear()  # shards run in this process (one worker, --device) kept images
+        forget_usable()
     summary = merge(index, out, options, len(originals) + len(generate), inputs)
     summary.seconds = round(time.perf_counter() - started, 3)
     output.write_manifest(out, {**manifest, "state": "done", "summary": summary.to_json()})

@@ -7,7 +7,8 @@ joins text.
 
 from __future__ import annotations
 
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,11 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
     )
     per_category: Counter[str] = Counter()
     sources = job.source_images if job.pool else job.images
-    target_anns = _usable(job.annotations)
-    source_anns = _usable(job.source_annotations) if job.pool else target_anns
+    run = job.cache[0] if job.cache[1] > 0 else None
+    target_anns = _usable(job.annotations, run and f"{run}:target")
+    source_anns = target_anns
+    if job.pool:
+        source_anns = _usable(job.source_annotations, run and f"{run}:pool")
     uses: Counter[tuple[str, int]] = Counter()
     for t in job.tasks:
         if t.background is None:
@@ -256,11 +260,42 @@ def run_originals_shard(job: OriginalsShard) -> ShardResult:
     return result
 
 
+#: Parsed records of the images a worker's recent shards touched: (run, position) -> records.
+_USABLE: OrderedDict[tuple[str, int], list[dict[str, Any]]] = OrderedDict()
+USABLE_KEPT = 4096  # images
+_USABLE_LOCK = threading.Lock()  # --device runs shards in threads
+
+
 def _usable(
-    annotations: dict[int, list[dict[str, Any]]],
+    annotations: dict[int, list[dict[str, Any]]], run: str | None = None
 ) -> dict[int, list[dict[str, Any]]]:
-    """The shard's index records as the copy-paste code takes them (polygons parsed, cleaned)."""
-    return {p: [usable_record(a) for a in anns] for p, anns in annotations.items()}
+    """The shard's index records as the copy-paste code takes them (polygons parsed, cleaned).
+
+    With ``run`` (a name for the run and dataset) the records of the last ``USABLE_KEPT``
+    images are kept across the worker's shards: an image used by many outputs is parsed once.
+    """
+    if run is None:
+        return {p: [usable_record(a) for a in anns] for p, anns in annotations.items()}
+    usable = {}
+    with _USABLE_LOCK:
+        if _USABLE and next(iter(_USABLE))[0].split(":")[0] != run.split(":")[0]:
+            _USABLE.clear()  # another run: its files may differ
+        for p, anns in annotations.items():
+            records = _USABLE.get((run, p))
+            if records is None:
+                records = _USABLE[(run, p)] = [usable_record(a) for a in anns]
+                if len(_USABLE) > USABLE_KEPT:
+                    _USABLE.popitem(last=False)
+            else:
+                _USABLE.move_to_end((run, p))
+            usable[p] = records
+    return usable
+
+
+def forget_usable() -> None:
+    """Drop the records kept across shards (the run is over)."""
+    with _USABLE_LOCK:
+        _USABLE.clear()
 
 
 def output_name(gen_dir: str, index: int) -> str:
