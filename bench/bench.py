@@ -50,23 +50,39 @@ def copypaste_run(index: coco.CocoIndex, options, workers: int) -> float:
         shutil.rmtree(out.parent)
 
 
-def bench_copypaste(src: Path, num_images: int, repeats: int) -> dict[str, float]:
-    """Medians of ``repeats`` interleaved rounds: the floor and cpgen with 1 and 2 workers."""
+def bench_copypaste(
+    src: Path, num_images: int, repeats: int, gaussian: bool = True
+) -> dict[str, float]:
+    """Medians of ``repeats`` interleaved rounds: the floor and cpgen with 1 and 2 workers
+    (and ``--blend gaussian`` with 1 worker when ``gaussian``)."""
     index = coco.load(coco.find_layout(src))
     options = copypaste.CopyPasteOptions(num_images=num_images, originals="none")
-    gaussian = dataclasses.replace(options, blend="gaussian")
     tasks = copypaste.plan(index, options)
     copypaste_floor(index, tasks[: len(index.images)], options.quality)  # warm the page cache
-    medians = interleaved_medians(
-        {
-            "floor_s": lambda: copypaste_floor(index, tasks, options.quality),
-            "one_s": lambda: copypaste_run(index, options, 1),
-            "two_s": lambda: copypaste_run(index, options, 2),
-            "gaussian_s": lambda: copypaste_run(index, gaussian, 1),
-        },
-        repeats,
-    )
-    return {"outputs": num_images, **medians}
+    measures = {
+        "floor_s": lambda: copypaste_floor(index, tasks, options.quality),
+        "one_s": lambda: copypaste_run(index, options, 1),
+        "two_s": lambda: copypaste_run(index, options, 2),
+    }
+    if gaussian:
+        blended = dataclasses.replace(options, blend="gaussian")
+        measures["gaussian_s"] = lambda: copypaste_run(index, blended, 1)
+    return {"outputs": num_images, **interleaved_medians(measures, repeats)}
+
+
+def bench_each_once(copies: int, repeats: int) -> dict[str, float]:
+    """Each image used about once: ``copies`` x the sample hard-linked under new names (25:
+    2,000 distinct images), one output per image (``bench.big_annotations.build``)."""
+    from bench.big_annotations import SAMPLE, build
+
+    if not SAMPLE.is_dir():
+        return {}
+    work = Path(tempfile.mkdtemp(prefix="cpgen-bench-once-"))
+    try:
+        src = build(work / "once", copies)
+        return bench_copypaste(src, copies * 80, repeats, gaussian=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def copypaste_cpu(index: coco.CocoIndex, options) -> float:
@@ -145,6 +161,12 @@ def main() -> None:
     parser.add_argument(
         "--big-copies", type=int, default=625, help="copies of the sample in the big-file case"
     )
+    parser.add_argument(
+        "--many", type=int, default=2000, help="outputs of the small-set-multiplied case"
+    )
+    parser.add_argument(
+        "--once-copies", type=int, default=25, help="copies of the sample, each image used once"
+    )
     args = parser.parse_args()
     coco_src = SHARED / "coco_val2017_tiny80"
     if not coco_src.is_dir():
@@ -165,6 +187,15 @@ def main() -> None:
         f"  --blend gaussian, 1 worker {args.num_images / result['gaussian_s']:8.1f} outputs/s"
         f"  = {result['gaussian_s'] / result['floor_s']:.2f}x the floor"
     )
+    many = bench_copypaste(coco_src, args.many, args.repeats, gaussian=False)
+    report(f"copypaste, a small set multiplied ({args.many} outputs)", coco_src, many)
+    once = bench_each_once(args.once_copies, args.repeats)
+    if once:
+        report(
+            f"copypaste, each image used once ({args.once_copies} x the sample hard-linked)",
+            coco_src,
+            once,
+        )
     big = bench_big_file(args.big_copies, args.repeats)
     if big:
         print(

@@ -245,10 +245,13 @@ def run(
     if cache_mb is None:
         cache_mb = default_cache_mb(1 if device is not None else run_options.workers)
     cache = (uuid.uuid4().hex, cache_mb * 2**20)
-    for chunk in shard(tasks, SHARD_SIZE):
+    chunks = list(shard(tasks, SHARD_SIZE))
+    last_use = later_uses(chunks, inputs.pool)
+    for k, chunk in enumerate(chunks):
         targets = {t.target for t in chunk if t.background is None}
         sources = {t.source for t in chunk}
         touched = targets if inputs.pool else targets | sources
+        pool_sources = sources if inputs.pool else set()
         generate.append(
             GenerateShard(
                 first_generate + len(generate),
@@ -271,6 +274,14 @@ def run(
                 },
                 str(inputs.backgrounds_dir or ""),
                 cache,
+                frozenset(
+                    [(str(index.files.images), p) for p in touched if last_use[("t", p)] > k]
+                    + [
+                        (str(source.files.images), p)
+                        for p in pool_sources
+                        if last_use[("s", p)] > k
+                    ]
+                ),
             )
         )
     try:
@@ -291,6 +302,18 @@ def run(
         for name in summary.broken_images:
             report(f"skipped image {name}")
     return summary
+
+
+def later_uses(chunks: list[list[CopyPasteTask]], pool: bool) -> dict[tuple[str, int], int]:
+    """The last shard (index in ``chunks``) that reads each image: ``("t", position)`` for the
+    dataset's, ``("s", position)`` for the pool's."""
+    last: dict[tuple[str, int], int] = {}
+    for k, chunk in enumerate(chunks):
+        for t in chunk:
+            if t.background is None:
+                last[("t", t.target)] = k
+            last[("s" if pool else "t", t.source)] = k
+    return last
 
 
 def merge(

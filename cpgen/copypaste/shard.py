@@ -71,6 +71,8 @@ class GenerateShard:
     #: (run, bytes): the worker's decoded-image cache across shards (``WorkerImages``); it
     #: changes no output byte, so it is no option of the output (not in the manifest)
     cache: tuple[str, int] = ("", 0)
+    #: keys (``ImageRef.key``) of this shard's images that a later shard uses too
+    later: frozenset[tuple[str, int]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
         uses[sources[t.source].key] += 1
     if job.cache[1] > 0:
         WORKER_IMAGES.configure(*job.cache)
-    cache = ShardImages(uses, worker=WORKER_IMAGES if job.cache[1] > 0 else None)
+    cache = ShardImages(uses, worker=WORKER_IMAGES if job.cache[1] > 0 else None, later=job.later)
     for task in job.tasks:
         source_ref = sources[task.source]
         on_background = task.background is not None

@@ -194,18 +194,25 @@ class WorkerImages:
         """Forget everything (the run is over; frees the memory)."""
         self.configure("", 0)
 
-    def get(self, ref: ImageRef, reduction: int) -> tuple[images.Image, int, bool]:
+    def get(
+        self, ref: ImageRef, reduction: int, keep: bool = True
+    ) -> tuple[images.Image, int, bool]:
         """``decode_image(ref, reduction)``, from the cache when it holds it; the last item says
-        whether the array is shared (kept here: the caller must not modify it)."""
+        whether the array is shared (the caller must not modify it). ``keep``: a later shard
+        uses the image (else it is not kept, or leaves the cache)."""
         key = (*ref.key, reduction)
         with self.lock:
             hit = self.decoded.get(key)
             if hit is not None:
-                self.decoded.move_to_end(key)
+                if keep:
+                    self.decoded.move_to_end(key)
+                else:
+                    del self.decoded[key]
+                    self.used -= hit[0].nbytes
                 return (*hit, True)
             budget = self.budget
         pixels, got = decode_image(ref, reduction)
-        if pixels.nbytes > budget:
+        if not keep or pixels.nbytes > budget:
             return pixels, got, False
         with self.lock:
             if key in self.decoded or pixels.nbytes > self.budget:
@@ -262,12 +269,14 @@ class ShardImages:
         uses: Counter[tuple[str, int]],
         budget_bytes: int = 256 * 1024 * 1024,
         worker: WorkerImages | None = None,
+        later: Collection[tuple[str, int]] = (),
     ) -> None:
         self.remaining = uses
         self.budget = budget_bytes
         self.used = 0
         self.decoded: OrderedDict[tuple[str, int, int], images.Image] = OrderedDict()
         self.worker = worker
+        self.later = later  # keys of the images later shards use: kept by ``worker``
         self.shared: set[int] = set()  # ids of arrays the worker cache holds too
 
     def take(self, ref: ImageRef) -> images.Image:
@@ -291,7 +300,7 @@ class ShardImages:
         if self.worker is None:
             pixels, reduction = decode_image(ref, reduction)
         else:
-            pixels, reduction, shared = self.worker.get(ref, reduction)
+            pixels, reduction, shared = self.worker.get(ref, reduction, ref.key in self.later)
             if shared:
                 self.shared.add(id(pixels))
         if not last:
