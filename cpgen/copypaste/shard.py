@@ -7,6 +7,7 @@ joins text.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
         uses[sources[t.source].key] += 1
     if job.cache[1] > 0:
         WORKER_IMAGES.configure(*job.cache)
+        allow_cache_growth(job.cache[1])
     cache = ShardImages(uses, worker=WORKER_IMAGES if job.cache[1] > 0 else None, later=job.later)
     for task in job.tasks:
         source_ref = sources[task.source]
@@ -213,6 +215,16 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
         lambda: write_shard(out, job.number, "generated", result, image_lines, ann_lines, counts)
     )
     return result
+
+
+def allow_cache_growth(budget_bytes: int) -> None:
+    """Tell loky that this worker may grow by the cache's budget: loky replaces a worker whose
+    memory grew 300 MB past its size after its first job (taking it for a leak), which would
+    throw the cache away and start a new process."""
+    executor = sys.modules.get("joblib.externals.loky.process_executor")
+    limit = getattr(executor, "_MAX_MEMORY_LEAK_SIZE", None)
+    if isinstance(limit, int) and limit < int(3e8) + budget_bytes:
+        executor._MAX_MEMORY_LEAK_SIZE = int(3e8) + budget_bytes  # type: ignore[union-attr]
 
 
 def params_record(
