@@ -17,6 +17,23 @@ from typing import Any, TypeVar
 from cpgen.errors import Terminated, UsageError
 
 R = TypeVar("R")
+K = TypeVar("K")
+
+
+class Lazy(Sequence[R]):
+    """``build(key)`` for each of ``keys``, made only when asked for: payloads that are not
+    all held in memory at once (``run_jobs`` takes them one by one as workers free up)."""
+
+    def __init__(self, build: Callable[[K], R], keys: Sequence[K]) -> None:
+        self.build, self.keys = build, keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self.build(k) for k in self.keys[i]]
+        return self.build(self.keys[i])
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from cpgen.copypaste.sources import (
 from cpgen.datasets import coco, consumers
 from cpgen.errors import DataError
 from cpgen.plan import CopyPasteTask, plan_copypaste, shard
-from cpgen.runner import RunOptions, run_jobs
+from cpgen.runner import Lazy, RunOptions, run_jobs
 
 SHARD_SIZE = 16
 
@@ -239,7 +239,6 @@ def run(
         index.max_annotation_id() + 1,
         most_annotations + min(options.max_paste, most_pasted),
     )
-    generate = []
     source = inputs.source_index
     cache_mb = getattr(run_options, "cache_mb", None)
     if cache_mb is None:
@@ -247,55 +246,63 @@ def run(
     cache = (uuid.uuid4().hex, cache_mb * 2**20)
     chunks = list(shard(tasks, SHARD_SIZE))
     last_use = later_uses(chunks, inputs.pool)
-    for k, chunk in enumerate(chunks):
+
+    def build(k: int) -> GenerateShard:
+        """The payload of generate shard ``k``, made when a worker is about to need it."""
+        chunk = chunks[k]
         targets = {t.target for t in chunk if t.background is None}
         sources = {t.source for t in chunk}
         touched = targets if inputs.pool else targets | sources
         pool_sources = sources if inputs.pool else set()
-        generate.append(
-            GenerateShard(
-                first_generate + len(generate),
-                chunk,
-                refs(index, touched),
-                {p: index.anns_by_image[p] for p in touched},
-                options,
-                str(index.files.images),
-                str(out),
-                gen_dir,
-                ids,
-                inputs.selection,
-                inputs.pool,
-                refs(source, sources) if inputs.pool else {},
-                {p: source.anns_by_image[p] for p in sources} if inputs.pool else {},
-                {
-                    t.background: inputs.backgrounds[t.background]
-                    for t in chunk
-                    if t.background is not None
-                },
-                str(inputs.backgrounds_dir or ""),
-                cache,
-                frozenset(
-                    [(str(index.files.images), p) for p in touched if last_use[("t", p)] > k]
-                    + [
-                        (str(source.files.images), p)
-                        for p in pool_sources
-                        if last_use[("s", p)] > k
-                    ]
-                ),
-            )
+        return GenerateShard(
+            first_generate + k,
+            chunk,
+            refs(index, touched),
+            {p: index.anns_by_image[p] for p in touched},
+            options,
+            str(index.files.images),
+            str(out),
+            gen_dir,
+            ids,
+            inputs.selection,
+            inputs.pool,
+            refs(source, sources) if inputs.pool else {},
+            {p: source.anns_by_image[p] for p in sources} if inputs.pool else {},
+            {
+                t.background: inputs.backgrounds[t.background]
+                for t in chunk
+                if t.background is not None
+            },
+            str(inputs.backgrounds_dir or ""),
+            cache,
+            frozenset(
+                [(str(index.files.images), p) for p in touched if last_use[("t", p)] > k]
+                + [(str(source.files.images), p) for p in pool_sources if last_use[("s", p)] > k]
+            ),
         )
+
+    pending = [k for k in range(len(chunks)) if first_generate + k not in finished]
+    initial = len(tasks) - sum(len(chunks[k]) for k in pending)
     try:
-        if device is None:
-            execute(generate, run_generate_shard, "copypaste", lambda p: len(p.tasks))
-        else:
-            pending = [p for p in generate if p.number not in finished]
-            on_device.run_device(
-                pending, run_options, len(tasks), len(tasks) - sum(len(p.tasks) for p in pending)
+        if device is None:  # payloads made as workers take them: the main process stays small
+            run_jobs(
+                run_generate_shard,
+                Lazy(build, pending),
+                workers=run_options.workers,
+                backend=run_options.backend,
+                progress=run_options.progress,
+                desc="copypaste",
+                on_result=lambda r: r.done,
+                total=len(tasks),
+                initial=initial,
             )
+        else:
+            payloads = [build(k) for k in pending]
+            on_device.run_device(payloads, run_options, len(tasks), initial)
     finally:
         WORKER_IMAGES.clear()  # shards run in this process (one worker, --device) kept images
         forget_usable()
-    summary = merge(index, out, options, len(originals) + len(generate), inputs)
+    summary = merge(index, out, options, len(originals) + len(chunks), inputs)
     summary.seconds = round(time.perf_counter() - started, 3)
     output.write_manifest(out, {**manifest, "state": "done", "summary": summary.to_json()})
     if report is not None:
