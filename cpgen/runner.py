@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import signal
@@ -94,6 +95,7 @@ def termination_signals() -> Iterator[None]:
         raise Terminated(signum)
 
     _main_pid = os.getpid()
+    _reset_signals_in_forked_children()
     previous = {signum: signal.signal(signum, handler) for signum in TERMINATION_SIGNALS}
     try:
         yield
@@ -117,6 +119,39 @@ def thread_pool(workers: int) -> Iterator[ThreadPoolExecutor]:
     pool.shutdown()
 
 
+_fork_hook_registered = False
+
+
+def _reset_signals_in_forked_children() -> None:
+    """A forked worker (``--backend multiprocessing``) must die of SIGTERM, as its pool expects
+    when it terminates it, not raise ``Terminated`` from the handler it inherited."""
+    global _fork_hook_registered
+    if _fork_hook_registered or not hasattr(os, "register_at_fork"):
+        return
+
+    def reset() -> None:
+        for signum in TERMINATION_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+
+    os.register_at_fork(after_in_child=reset)
+    _fork_hook_registered = True
+
+
+def _quiet_dask_teardown() -> None:
+    """Drop one known complaint at exit: a dask client whose event loop closed first prints
+    "Exception ignored in Client.__del__ ... IOLoop is closed" from a worker being shut down
+    (a traceback on stderr, though nothing failed). Any other unraisable error still prints."""
+    default = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        owner = getattr(unraisable.object, "__qualname__", "")
+        if owner == "Client.__del__" and "IOLoop is closed" in str(unraisable.exc_value):
+            return
+        default(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def stop_workers() -> None:
     """Kill the loky worker processes now (after an error or a signal); a later run starts new
     ones. joblib already aborts its pool on an exception; this also covers an exception that
@@ -125,6 +160,17 @@ def stop_workers() -> None:
     executor = getattr(reusable, "_executor", None)
     if executor is not None:
         executor.shutdown(wait=False, kill_workers=True)
+    close_dask_client()
+
+
+def close_dask_client() -> None:
+    """Close the dask client (and the local cluster it started), once; at exit, or at once
+    after an error or a signal."""
+    global _dask_client
+    client, _dask_client = _dask_client, None
+    if client is not None:
+        with contextlib.suppress(Exception):  # already closing, or its loop is gone
+            client.close(timeout=10)
 
 
 def setup_worker() -> None:
@@ -143,6 +189,8 @@ def setup_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    if "distributed" in sys.modules:
+        _quiet_dask_teardown()
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6")
@@ -199,10 +247,11 @@ def _ensure_dask_client(workers: int) -> None:
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: never a clash with another cluster
             silence_logs=logging.ERROR,
         )
-    atexit.register(_dask_client.close)
+    atexit.register(close_dask_client)
+    _quiet_dask_teardown()
 
 
 def run_jobs(
@@ -251,6 +300,10 @@ def run_jobs(
                 bar.update(on_result(result) if on_result else 1)
     except BaseException:
         # an error in a job, a full disk, Ctrl-C or SIGTERM: no worker may outlive the run
+        if backend == "dask":  # its scheduler logs the tasks dropped below as errors
+            import logging
+
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
         if stream is not None:
             stream.close()  # joblib aborts the remaining tasks and its pool
         stop_workers()

@@ -189,8 +189,11 @@ def _terminate(proc: subprocess.Popen, signum: int = signal.SIGTERM) -> str:
     return stderr
 
 
-@pytest.mark.parametrize("backend", ["loky", "multiprocessing", "threading"])
+@pytest.mark.parametrize("backend", ["loky", "multiprocessing", "threading", "dask"])
 def test_sigterm_stops_every_worker_and_resume_gives_the_same_bytes(tmp_path, backend):
+    """With dask, the local cluster cpgen started is closed: its processes are in the group."""
+    if backend == "dask":
+        pytest.importorskip("distributed")
     src = make_coco(tmp_path / "src", n_images=6, size=(320, 240))
     args = ["copypaste", "--src", str(src), "--num-images", "1500", "-j", "2"]
     args += ["--backend", backend, "--quiet"]
@@ -199,12 +202,18 @@ def test_sigterm_stops_every_worker_and_resume_gives_the_same_bytes(tmp_path, ba
     wait_for_shards(out, proc, 2)
     stderr = _terminate(proc)
     assert proc.returncode == 128 + signal.SIGTERM == 143, stderr
-    no_traceback(stderr)
-    said = [line for line in stderr.splitlines() if not line.startswith("warning: ")]
-    assert said == [
+    message = (
         "Interrupted by SIGTERM: the output is incomplete. Run the same command with --resume "
         "to continue where it stopped."
-    ]
+    )
+    if backend == "dask":
+        # dask's own worker processes share stderr and may print distributed's teardown noise
+        # ("Exception ignored in: Client.__del__ ... IOLoop is closed"); cpgen says one thing
+        assert message in stderr.splitlines() and "cpgen/" not in stderr, stderr
+    else:
+        no_traceback(stderr)
+        said = [line for line in stderr.splitlines() if not line.startswith("warning: ")]
+        assert said == [message]
     assert not (out / "annotations.json").exists()
     resumed = cpgen(*args, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr

@@ -16,6 +16,7 @@ from cpgen.cli import app
 from cpgen.errors import EXIT_INTERRUPTED, EXIT_USAGE
 from tests.conftest import make_coco
 from tests.test_copypaste_e2e import tree_bytes
+from tests.test_faults import start, wait_for_shards
 
 runner = CliRunner()
 ARGS = ["--num-images", "70", "-j", "1", "--quiet"]  # 1 originals shard + 5 generate shards
@@ -119,35 +120,13 @@ def _script() -> Path:
 
 
 def _start(src: Path, out: Path, num: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            str(_script()),
-            "copypaste",
-            "--src",
-            str(src),
-            "--out",
-            str(out),
-            "--num-images",
-            str(num),
-            "-j",
-            "2",
-            "--quiet",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    _script()
+    args = ["--src", str(src), "--out", str(out), "--num-images", str(num), "-j", "2", "--quiet"]
+    return start("copypaste", *args)
 
 
 def _wait_for_shards(out: Path, proc: subprocess.Popen, count: int) -> None:
-    deadline = time.monotonic() + 60
-    shards = out / ".cpgen" / "shards"
-    while time.monotonic() < deadline and proc.poll() is None:
-        if shards.is_dir() and len(list(shards.glob("*.json"))) >= count:
-            return
-        time.sleep(0.02)
-    pytest.fail("the run finished or stalled before it could be interrupted")
+    wait_for_shards(out, proc, count)
 
 
 def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_output(tmp_path):

@@ -59,6 +59,15 @@ ResumeOpt = Annotated[
         "--resume", help="Continue an interrupted run into the same --out (same options)."
     ),
 ]
+# Where a COCO dataset is, when not given as one folder (copypaste --src, validate PATH).
+AnnOpt = Annotated[Path | None, typer.Option(help="COCO annotation file (with --images).")]
+ImagesOpt = Annotated[
+    Path | None, typer.Option(help="Image folder the file_names are relative to.")
+]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option(help="Split to read when the dataset folder holds several (train2017...)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary line.")]
 DryRunOpt = Annotated[
@@ -124,6 +133,21 @@ def _workers(workers: int | None) -> int:
     if workers < 1:
         raise UsageError("--workers must be at least 1")
     return workers
+
+
+def _run_options(job: Any, options: Any, **run: Any) -> Any:
+    """A job's ``RunOptions`` from the shared options (``workers``, ``backend``, ``overwrite``,
+    ``quiet``, ``resume``, ``device``, ``batch_size``), checked before any work: the backend,
+    and the device (torch installed, CUDA present) for these ``options``."""
+    from cpgen.runner import check_backend
+
+    progress = _progress(run.pop("quiet"))
+    workers = _workers(run.pop("workers"))
+    run_options = job.RunOptions(**run, workers=workers, progress=progress)
+    check_backend(run_options.backend)
+    if run_options.device is not None:
+        job.check_device(run_options.device, options)
+    return run_options
 
 
 def _progress(quiet: bool) -> bool:

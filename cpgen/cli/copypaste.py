@@ -9,8 +9,10 @@ from typing import Annotated, Any
 import typer
 
 from cpgen.cli.common import (
+    AnnOpt,
     BackendOpt,
     DryRunOpt,
+    ImagesOpt,
     JsonOpt,
     OutOpt,
     OverwriteOpt,
@@ -18,12 +20,13 @@ from cpgen.cli.common import (
     QuietOpt,
     ResumeOpt,
     SeedOpt,
+    SplitOpt,
     WorkersOpt,
     _coco_files,
     _finish,
     _progress,
+    _run_options,
     _stderr,
-    _workers,
     app,
     handle_errors,
 )
@@ -40,13 +43,9 @@ def copypaste(
             "annotations/instances_<split>.json + <split>/, Roboflow, CVAT)."
         ),
     ] = None,
-    ann: Annotated[Path | None, typer.Option(help="COCO annotation file (with --images).")] = None,
-    images: Annotated[
-        Path | None, typer.Option(help="Image folder the file_names are relative to.")
-    ] = None,
-    split: Annotated[
-        str | None, typer.Option(help="Split to read when --src holds several (train2017...).")
-    ] = None,
+    ann: AnnOpt = None,
+    images: ImagesOpt = None,
+    split: SplitOpt = None,
     num_images: Annotated[
         int | None,
         typer.Option(help="Images to generate (default: one per input image).", show_default=False),
@@ -192,7 +191,6 @@ def copypaste(
     """
     from cpgen import copypaste as job
     from cpgen.datasets import coco
-    from cpgen.runner import check_backend
 
     options = job.CopyPasteOptions(
         num_images=num_images,
@@ -217,19 +215,18 @@ def copypaste(
         balance=balance,
         rotate=rotate,
     )
-    run_options = job.RunOptions(
-        workers=_workers(workers),
+    run_options = _run_options(
+        job,
+        options,
+        workers=workers,
         backend=backend,
         overwrite=overwrite,
-        progress=_progress(quiet),
+        quiet=quiet,
         resume=resume,
         device=device,
         batch_size=batch_size,
         cache_mb=cache_mb,
     )
-    check_backend(backend)
-    if device is not None:
-        job.check_device(device, options)
     files = _coco_files(src, ann, images, split)
     from cpgen.output import check_out, check_out_path
 

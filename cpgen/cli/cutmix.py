@@ -20,9 +20,8 @@ from cpgen.cli.common import (
     SeedOpt,
     WorkersOpt,
     _finish,
-    _progress,
+    _run_options,
     _stderr,
-    _workers,
     app,
     handle_errors,
 )
@@ -106,7 +105,6 @@ def cutmix(
     from cpgen import cutmix as job
     from cpgen.datasets import folders
     from cpgen.output import check_out, check_out_path
-    from cpgen.runner import check_backend
 
     options = job.CutMixOptions(
         num_images=num_images,
@@ -118,18 +116,17 @@ def cutmix(
         quality=quality,
         soft_labels=soft_labels,
     )
-    run_options = job.RunOptions(
-        workers=_workers(workers),
+    run_options = _run_options(
+        job,
+        options,
+        workers=workers,
         backend=backend,
         overwrite=overwrite,
-        progress=_progress(quiet),
+        quiet=quiet,
         resume=resume,
         device=device,
         batch_size=batch_size,
     )
-    check_backend(backend)
-    if device is not None:
-        job.check_device(device, options)
     check_out_path(out, [src])
     if not dry_run:
         check_out(out, overwrite=overwrite, resume=resume)

@@ -9,8 +9,11 @@ from typing import Annotated
 import typer
 
 from cpgen.cli.common import (
+    AnnOpt,
+    ImagesOpt,
     JsonOpt,
     QuietOpt,
+    SplitOpt,
     _coco_files,
     _finish,
     _stderr,
@@ -31,13 +34,9 @@ def validate(
             show_default=False,
         ),
     ] = None,
-    ann: Annotated[Path | None, typer.Option(help="COCO annotation file (with --images).")] = None,
-    images: Annotated[
-        Path | None, typer.Option(help="Image folder the file_names are relative to.")
-    ] = None,
-    split: Annotated[
-        str | None, typer.Option(help="Split to read when PATH holds several (train2017...).")
-    ] = None,
+    ann: AnnOpt = None,
+    images: ImagesOpt = None,
+    split: SplitOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check a COCO dataset (JSON, masks, boxes, image files); print every problem found.
