@@ -127,3 +127,27 @@ def test_a_pool_fills_a_dataset_without_annotations(voc, tmp_path):
     written = load(out / "annotations.json")["annotations"]
     assert written and all(a["cpgen"]["dataset"] == "pool" for a in written)
     assert_valid(out)
+
+
+def test_a_pool_sharing_the_datasets_image_folder_reads_its_own_files(tiny, tmp_path):
+    """A pool listing the same folder's images in another order: image positions differ between
+    the two datasets, so the decoded-image caches must key by file, not position. The pixels
+    equal those of the same pool with its images in a folder of its own."""
+    data = load(tiny / "annotations.json")
+    reordered = {**data, "images": data["images"][::-1]}
+    pool_ann = tmp_path / "pool.json"
+    pool_ann.write_text(json.dumps(reordered))
+    apart = tmp_path / "apart"
+    (apart / "images").mkdir(parents=True)
+    for record in data["images"]:
+        (apart / "images" / record["file_name"]).hardlink_to(tiny / "images" / record["file_name"])
+    common = ["--src", str(tiny), "--num-images", "24", "-j", "1", "--originals", "none"]
+    shared, separate = tmp_path / "shared", tmp_path / "separate"
+    generate(*common, "-o", str(shared), "--paste-ann", str(pool_ann),
+             "--paste-images", str(tiny / "images"))  # fmt: skip
+    generate(*common, "-o", str(separate), "--paste-ann", str(pool_ann),
+             "--paste-images", str(apart / "images"))  # fmt: skip
+    written = sorted((shared / "images").rglob("*.jpg"))
+    assert len(written) == 24
+    for path in written:
+        assert path.read_bytes() == (separate / path.relative_to(shared)).read_bytes(), path.name

@@ -254,10 +254,12 @@ def run(
         sources = {t.source for t in chunk}
         touched = targets if inputs.pool else targets | sources
         pool_sources = sources if inputs.pool else set()
+        dataset_refs = refs(index, touched)
+        pool_refs = refs(source, sources) if inputs.pool else {}
         return GenerateShard(
             first_generate + k,
             chunk,
-            refs(index, touched),
+            dataset_refs,
             {p: index.anns_by_image[p] for p in touched},
             options,
             str(index.files.images),
@@ -266,7 +268,7 @@ def run(
             ids,
             inputs.selection,
             inputs.pool,
-            refs(source, sources) if inputs.pool else {},
+            pool_refs,
             {p: source.anns_by_image[p] for p in sources} if inputs.pool else {},
             {
                 t.background: inputs.backgrounds[t.background]
@@ -276,8 +278,8 @@ def run(
             str(inputs.backgrounds_dir or ""),
             cache,
             frozenset(
-                [(str(index.files.images), p) for p in touched if last_use[("t", p)] > k]
-                + [(str(source.files.images), p) for p in pool_sources if last_use[("s", p)] > k]
+                [dataset_refs[p].key for p in touched if last_use[("t", p)] > k]
+                + [pool_refs[p].key for p in pool_sources if last_use[("s", p)] > k]
             ),
         )
 

@@ -73,7 +73,7 @@ class GenerateShard:
     #: changes no output byte, so it is no option of the output (not in the manifest)
     cache: tuple[str, int] = ("", 0)
     #: keys (``ImageRef.key``) of this shard's images that a later shard uses too
-    later: frozenset[tuple[str, int]] = frozenset()
+    later: frozenset[tuple[str, str, int, int]] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
     source_anns = target_anns
     if job.pool:
         source_anns = _usable(job.source_annotations, run and f"{run}:pool")
-    uses: Counter[tuple[str, int]] = Counter()
+    uses: Counter[tuple[str, str, int, int]] = Counter()
     for t in job.tasks:
         if t.background is None:
             uses[job.images[t.target].key] += 1

@@ -152,8 +152,11 @@ class ImageRef:
     root: str = ""
 
     @property
-    def key(self) -> tuple[str, int]:
-        return self.root, self.position
+    def key(self) -> tuple[str, str, int, int]:
+        """The decoded image's identity in the caches: its file (an object pool may share the
+        dataset's image folder, with other positions for the same or other files) and the size
+        it is checked against."""
+        return self.root, self.file_name, self.width, self.height
 
 
 def image_path(images_dir: str, ref: ImageRef) -> Path:
@@ -266,10 +269,10 @@ class ShardImages:
 
     def __init__(
         self,
-        uses: Counter[tuple[str, int]],
+        uses: Counter[tuple[str, str, int, int]],
         budget_bytes: int = 256 * 1024 * 1024,
         worker: WorkerImages | None = None,
-        later: Collection[tuple[str, int]] = (),
+        later: Collection[tuple[str, str, int, int]] = (),
     ) -> None:
         self.remaining = uses
         self.budget = budget_bytes
@@ -296,7 +299,7 @@ class ShardImages:
                     self.used -= pixels.nbytes
                 else:
                     self.decoded.move_to_end(key)
-                return pixels, key[2]
+                return pixels, key[-1]
         if self.worker is None:
             pixels, reduction = decode_image(ref, reduction)
         else:
