@@ -70,7 +70,6 @@ class RunOptions:
 
 
 _worker_ready = False
-_main_pid: int | None = None
 
 #: Signals handled like Ctrl-C: the run stops its workers and exits 128 + the signal number.
 TERMINATION_SIGNALS = tuple(
@@ -86,7 +85,6 @@ def termination_signals() -> Iterator[None]:
     Slurm, Kubernetes, systemd and ``timeout`` stop a job with SIGTERM; by default Python dies
     of it at once and leaves its worker processes running.
     """
-    global _main_pid
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -94,7 +92,6 @@ def termination_signals() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise Terminated(signum)
 
-    _main_pid = os.getpid()
     _reset_signals_in_forked_children()
     previous = {signum: signal.signal(signum, handler) for signum in TERMINATION_SIGNALS}
     try:
@@ -183,9 +180,6 @@ def setup_worker() -> None:
     global _worker_ready
     if _worker_ready:
         return
-    if os.getpid() != _main_pid and threading.current_thread() is threading.main_thread():
-        for signum in TERMINATION_SIGNALS:  # a forked worker dies of them; the parent reports
-            signal.signal(signum, signal.SIG_DFL)
     import cv2
 
     cv2.setNumThreads(1)
