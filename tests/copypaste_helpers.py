@@ -84,6 +84,10 @@ def placement_of(record: dict[str, Any], source: dict[str, Any]) -> Placement:
     )
 
 
+#: cv2 flags that decode a JPEG 2x or 4x smaller (cpgen's source_reduction)
+REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
+
+
 def read_image(path: Path, oriented: bool = False) -> np.ndarray:
     flags = cv2.IMREAD_COLOR if oriented else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
     image = cv2.imread(str(path), flags)

@@ -16,6 +16,7 @@ from cpgen.errors import EXIT_SKIPPED
 from cpgen.ops.paste import keep_occluded, warp_crop
 from tests.conftest import shared_dataset
 from tests.copypaste_helpers import (
+    REDUCED,
     assert_valid,
     box_only_copy,
     generate,
@@ -26,8 +27,6 @@ from tests.copypaste_helpers import (
     read_image,
     tree_bytes,
 )
-
-REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from cpgen.ops.paste import Placement, warp_crop, warp_mask
 from cpgen.sampling import CopyPasteParams
 from tests.conftest import shared_dataset
 from tests.copypaste_helpers import (
+    REDUCED,
     assert_valid,
     generate,
     load,
@@ -22,8 +23,6 @@ from tests.copypaste_helpers import (
     read_image,
     tree_bytes,
 )
-
-REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
 
 
 @pytest.fixture(scope="module")
