@@ -42,13 +42,16 @@ def cpgen(*args: str, umask: int | None = None, **kw) -> subprocess.CompletedPro
 
 
 def start(*args: str) -> subprocess.Popen:
-    """The console script in its own process group (as a job scheduler runs it)."""
+    """The console script in its own process group (as a job scheduler runs it), with Ctrl-C
+    at its default even where pytest was started in the background of a script (which ignores
+    SIGINT, and a child would inherit that)."""
     return subprocess.Popen(
         [str(SCRIPT), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
