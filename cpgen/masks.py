@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pycocotools import mask as cocomask
 
-from cpgen.polygons import mask_to_exact_polygons
+from cpgen.polygons import mask_to_exact_polygons, masks_to_exact_polygons
 
 Rle = dict[str, Any]
 Mask = npt.NDArray[np.uint8]
@@ -33,6 +33,14 @@ def clean_polygons(parts: Sequence[Any]) -> tuple[list[list[float]], int]:
     kept: list[list[float]] = []
     dropped = 0
     for part in parts:
+        if isinstance(part, list) and len(part) >= 6 and len(part) % 2 == 0:
+            floats = _plain_floats(part)
+            if floats is not None:  # the usual case, checked at C speed
+                if all(map(math.isfinite, floats)):
+                    kept.append(floats)
+                else:
+                    dropped += 1
+                continue
         if (
             isinstance(part, list)
             and len(part) >= 6
@@ -44,6 +52,17 @@ def clean_polygons(parts: Sequence[Any]) -> tuple[list[list[float]], int]:
         else:
             dropped += 1
     return kept, dropped
+
+
+def _plain_floats(part: list[Any]) -> list[float] | None:
+    """``part`` as floats when it holds only Python ints and floats that fit a float, else
+    None (the caller then checks it value by value)."""
+    if not set(map(type, part)) <= {float, int}:
+        return None
+    try:
+        return list(map(float, part))
+    except OverflowError:
+        return None
 
 
 def is_box_only(ann: dict[str, Any]) -> bool:
@@ -271,4 +290,44 @@ def mask_to_polygons(mask: Mask) -> list[list[float]]:
 
 def rle_to_polygons(rle: Rle) -> list[list[float]]:
     """``mask_to_polygons`` of an RLE's mask."""
-    return mask_to_exact_polygons(decode(rle))
+    return rles_to_polygons([rle])[0]
+
+
+def rles_to_polygons(rles: Sequence[Rle]) -> list[list[list[float]]]:
+    """``rle_to_polygons`` of each RLE, decoding only their boxes, traced in one pass."""
+    boxes = bboxes(rles)
+    crops = [decode_box(rle, box) for rle, box in zip(rles, boxes, strict=True)]
+    return masks_to_exact_polygons(crops, [(box[0], box[1]) for box in boxes])
+
+
+def run_lengths(counts: bytes) -> npt.NDArray[np.int64]:
+    """Run lengths of a well-formed compressed RLE string, as pycocotools writes them.
+
+    ``rle_string_counts`` (which also checks the string) in a few numpy passes: each count is a
+    group of 5-bit chunks (offset by 48; 0x20 continues the group, 0x10 in the last chunk is
+    the sign), and from the fourth on it is stored as a difference to the count two before.
+    """
+    chars = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+    last = np.flatnonzero((chars & 0x20) == 0)  # each group's last chunk
+    first = np.concatenate(([0], last[:-1] + 1))
+    chunks = last - first + 1
+    place = np.arange(chars.size) - np.repeat(first, chunks)
+    values = np.add.reduceat((chars & 0x1F) << (5 * place), first)
+    values -= np.where(chars[last] & 0x10, np.int64(1) << (5 * chunks), 0)
+    values[1::2] = np.cumsum(values[1::2])  # 3 = x3 + 1, 5 = x5 + 3, ...
+    values[2::2] = np.cumsum(values[2::2])  # 4 = x4 + 2, 6 = x6 + 4, ...
+    return values
+
+
+def decode_box(rle: Rle, box: Sequence[int]) -> Mask:
+    """The mask inside ``box`` = (x, y, w, h) only, as an h x w array of 0/1: the cost is the
+    box's columns, not the frame (``decode(rle)[y : y + h, x : x + w]``, without the frame)."""
+    frame_height = int(rle["size"][0])
+    x, y, w, h = (int(v) for v in box)
+    runs = run_lengths(rle["counts"])
+    ends = np.cumsum(runs)
+    low, high = x * frame_height, (x + w) * frame_height  # the box's columns, column-major
+    lengths = np.clip(ends, low, high) - np.clip(ends - runs, low, high)
+    values = (np.arange(runs.size) & 1).astype(np.uint8)  # runs alternate 0, 1, 0, ...
+    columns = np.repeat(values, lengths).reshape(w, frame_height)
+    return np.ascontiguousarray(columns.T[y : y + h])

@@ -24,6 +24,8 @@ plus a Python step per vertex.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -45,20 +47,48 @@ def mask_to_exact_polygons(
     every vertex (for a mask cropped out of a larger frame). Coordinates are Python ints (valid
     JSON numbers that every COCO reader turns into floats).
     """
-    binary = _binary(np.asarray(mask))
+    return masks_to_exact_polygons([mask], [offset])[0]
+
+
+def masks_to_exact_polygons(
+    masks: Sequence[npt.ArrayLike], offsets: Sequence[tuple[int, int]]
+) -> list[list[list[float]]]:
+    """``mask_to_exact_polygons`` of each mask with its offset, traced in one pass.
+
+    The masks' bounding rects are stacked one above the other, a background row apart, so no
+    outline reaches another mask and each mask's parts come out as its own, in its own order;
+    the per-call numpy overhead is then paid once for all of them.
+    """
+    rects = [_bounding_rect(np.asarray(m)) for m in masks]
+    used = [k for k, (_, _, w, h, _) in enumerate(rects) if w and h]
+    result: list[list[list[float]]] = [[] for _ in rects]
+    if not used:
+        return result
+    width = max(rects[k][2] for k in used)
+    first_rows = np.cumsum([0] + [rects[k][3] + 1 for k in used]) + 1  # of each, padded
+    padded = np.zeros((int(first_rows[-1]), width + 2), dtype=np.int8)
+    shifts = []
+    for k, row in zip(used, first_rows.tolist(), strict=False):
+        left, top, w, h, binary = rects[k]
+        padded[row : row + h, 1 : w + 1] = binary[top : top + h, left : left + w]
+        # padded (r, c) is pixel (top + r - row, left + c - 1) of mask k
+        shifts.append(np.array([left - 1 + offsets[k][0], top - row + offsets[k][1]], np.int64))
+    for part in _parts(padded):
+        owner = int(np.searchsorted(first_rows, part[0, 1], side="right")) - 1
+        result[used[owner]].append((part + shifts[owner]).reshape(-1).tolist())
+    return result
+
+
+def _bounding_rect(mask: np.ndarray) -> tuple[int, int, int, int, npt.NDArray[np.uint8]]:
+    """(left, top, width, height) of a mask's nonzero pixels, and the mask as 0/1 uint8."""
+    binary = _binary(mask)
     if not (binary.flags.c_contiguous or binary.flags.f_contiguous):  # a strided view
         binary = np.ascontiguousarray(binary)
     transposed = binary.flags.f_contiguous and not binary.flags.c_contiguous
     left, top, width, height = cv2.boundingRect(binary.T if transposed else binary)
     if transposed:
         left, top, width, height = top, left, height, width
-    if width == 0 or height == 0:
-        return []
-    # one pixel of background all round: padded pixel (r, c) is pixel (top + r - 1, left + c - 1)
-    padded = np.zeros((height + 2, width + 2), dtype=np.int8)
-    padded[1:-1, 1:-1] = binary[top : top + height, left : left + width]
-    shift = np.array([left - 1 + offset[0], top - 1 + offset[1]], dtype=np.int64)
-    return [(part + shift).reshape(-1).tolist() for part in _parts(padded)]
+    return left, top, width, height, binary
 
 
 def _binary(mask: np.ndarray) -> npt.NDArray[np.uint8]:
@@ -107,56 +137,66 @@ def _parts(padded: npt.NDArray[np.int8]) -> list[Ints]:
     start = start_y * stride + start_x
     end = np.concatenate((h_y * stride + h_x1, v_y1 * stride + v_x))
     direction = np.concatenate((np.where(east, EAST, WEST), np.where(north, NORTH, SOUTH)))
-    successor = _successors(start, end, direction).tolist()
+    successor = _successors(start, end, direction)
 
-    # walk the outlines from horizontal segments in raster order of their left end (the order
-    # of the runs): an outline first met on an eastward edge is a component's outer outline
-    # (the top edge of its top-left pixel), one first met on a westward edge is a hole's (the
-    # bottom edge of the pixel above the hole's top-left corner)
-    loop_of = [-1] * len(successor)
-    loops: list[list[int]] = []
-    is_hole: list[bool] = []
-    for first_segment in range(len(h_y)):
-        if loop_of[first_segment] >= 0:
-            continue
-        number = len(loops)
-        loop = []
-        segment = first_segment
-        while loop_of[segment] < 0:
-            loop_of[segment] = number
-            loop.append(segment)
-            segment = successor[segment]
-        loops.append(loop)
-        is_hole.append(not bool(east[first_segment]))
+    # the outlines are the cycles of ``successor``; each is walked from its first horizontal
+    # segment in raster order of left ends (the order of the runs, and segments' order: all
+    # horizontal ones come first), so from its smallest segment number. An outline first met
+    # on an eastward edge is a component's outer outline (the top edge of its top-left pixel),
+    # one first met on a westward edge is a hole's (the bottom edge of the pixel above the
+    # hole's top-left corner)
+    label, ahead = _cycles(successor)
+    first_segments, loop_of, lengths = np.unique(label, return_inverse=True, return_counts=True)
+    length = lengths[loop_of]
+    walk = np.lexsort(((length - ahead) % length, loop_of))  # by loop, then place in the walk
+    corners = np.split(np.stack((start_x[walk], start_y[walk]), axis=1), np.cumsum(lengths)[:-1])
+    is_hole = (~east[first_segments]).tolist()
+    loop_of = loop_of.tolist()
 
     # a hole belongs to the component of the outline right above its top-left corner: the
     # first eastward edge met going up from it (all foreground in between)
-    component = list(range(len(loops)))
+    component = list(range(len(corners)))
     holes_of: dict[int, list[int]] = {}
     e_x0, e_x1, e_y = h_x0[east], h_x1[east], h_y[east]
     e_segment = np.flatnonzero(east)
     for number, hole in enumerate(is_hole):
         if not hole:
             continue
-        first_segment = loops[number][0]  # westward: it ends at the hole's top-left corner
+        first_segment = first_segments[number]  # westward: ends at the hole's top-left corner
         qx, qy = int(h_x1[first_segment]), int(h_y[first_segment])
         above = np.flatnonzero((e_x0 <= qx) & (qx <= e_x1) & (e_y < qy))
         hit = int(e_segment[above[np.argmax(e_y[above])]])
         component[number] = component[loop_of[hit]]
         holes_of.setdefault(component[number], []).append(number)
 
-    def corners(loop: list[int]) -> Ints:
-        return np.stack((start_x[loop], start_y[loop]), axis=1)
-
     parts = []
     for number, hole in enumerate(is_hole):
         if hole:
             continue
-        vertices = corners(loops[number])
+        vertices = corners[number]
         for inner in holes_of.get(number, []):  # in order of their top-left corners
-            vertices = _join(vertices, corners(loops[inner]))
+            vertices = _join(vertices, corners[inner])
         parts.append(vertices)
     return parts
+
+
+def _cycles(successor: Ints) -> tuple[Ints, Ints]:
+    """For each element of a permutation: the smallest element of its cycle, and how many steps
+    it takes from the element to reach that one (pointer jumping: a few numpy passes over the
+    permutation, no Python loop over its elements)."""
+    n = successor.size
+    label = np.arange(n)
+    jump = successor.copy()
+    for _ in range(max(n - 1, 1).bit_length()):  # 2**k >= n: every cycle is covered
+        label = np.minimum(label, label[jump])
+        jump = jump[jump]
+    start = label == np.arange(n)
+    ahead = np.where(start, 0, 1)
+    jump = np.where(start, np.arange(n), successor)
+    for _ in range(max(n - 1, 1).bit_length()):
+        ahead = ahead + ahead[jump]
+        jump = jump[jump]
+    return label, ahead
 
 
 def _successors(start: Ints, end: Ints, direction: Ints) -> Ints:
