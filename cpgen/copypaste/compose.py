@@ -7,7 +7,7 @@ output records with their provenance.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from cpgen.ops.paste import (
 )
 from cpgen.plan import PARAMS_STREAM, task_rng
 from cpgen.sampling import CopyPasteParams, sample_copypaste
+
+Polygon = list[list[float]]
 
 
 @dataclass
@@ -56,10 +58,14 @@ class Pixels:
         rect: tuple[int, int, int, int],
         crop_mask: masks.Mask,
         sigma: float,
+        boxes: Sequence[Sequence[int]] = (),
     ) -> None:
         """Composite the placed ``source`` onto ``target`` in place through ``crop_mask`` (the
-        pasted union's crop at ``rect`` = (x, y, w, h), pixels), blended with ``sigma``."""
-        composite(target, warp_crop(source, placement, rect), crop_mask, rect, sigma)
+        pasted union's crop at ``rect`` = (x, y, w, h), pixels), blended with ``sigma``, over
+        the rects :func:`paint_rects` chooses (the pasted instances' ``boxes`` or ``rect``)."""
+        for part in paint_rects(rect, sigma, boxes):
+            mask = sub_mask(crop_mask, rect, part)
+            composite(target, warp_crop(source, placement, part), mask, part, sigma)
 
     def write(self, path: Path, image: images.Image, quality: int) -> None:
         """Encode ``image`` as a JPEG of ``quality`` and write it to ``path``."""
@@ -71,6 +77,30 @@ class Pixels:
 
 
 CPU_PIXELS = Pixels()
+
+
+def paint_rects(
+    rect: tuple[int, int, int, int], sigma: float, boxes: Sequence[Sequence[int]]
+) -> list[tuple[int, int, int, int]]:
+    """Where the placed source is resampled: the pasted union's ``rect``, or, unblended, the
+    pasted instances' own ``boxes`` (inside ``rect``) one after the other when they add up to
+    less than it (a few instances spread over the frame span a rect mostly not pasted on).
+
+    OpenCV's fixed-point sampling coordinates depend on where a crop starts, so a rare pixel
+    differs by one level between the two renderings; the choice is made from the boxes alone,
+    so it is repeatable. A blend needs the whole union's soft edge: always ``rect``.
+    """
+    if sigma <= 0 and len(boxes) > 1 and sum(b[2] * b[3] for b in boxes) < rect[2] * rect[3]:
+        return [(int(b[0]), int(b[1]), int(b[2]), int(b[3])) for b in boxes]
+    return [rect]
+
+
+def sub_mask(
+    crop_mask: masks.Mask, rect: tuple[int, ...], part: tuple[int, int, int, int]
+) -> masks.Mask:
+    """The part of ``crop_mask`` (a crop at ``rect``) that lies at ``part``, inside ``rect``."""
+    x, y, w, h = part
+    return crop_mask[y - rect[1] : y - rect[1] + h, x - rect[0] : x - rect[0] + w]
 
 
 def draw_params(
@@ -143,33 +173,43 @@ def copy_paste(
     pasteable = selection.pasteable(source_anns)
     placement = params.placement
 
-    pasted: list[tuple[dict[str, Any], masks.Rle, int]] = []
+    pasted: list[tuple[dict[str, Any], masks.Rle, int, Polygon | None]] = []
     for pos in params.instances:
         ann = pasteable[pos]
         seg = selection.source_segmentation(ann, sh, sw)
+        polygon = None
         if isinstance(seg, list):
-            rle = masks.polygons_to_rle([placement.polygon(p) for p in seg], th, tw)
+            placed = [placement.polygon(p) for p in seg]
+            rle = masks.polygons_to_rle(placed, th, tw)
+            polygon = placed if _inside(placed, tw, th) else None
         else:
             mask = masks.decode(masks.segmentation_to_rle(seg, sh, sw))
             rle = masks.encode(warp_mask(mask, placement, th, tw))
         area = masks.area(rle)
         if area >= options.min_visible_px:
-            pasted.append((ann, rle, area))
+            pasted.append((ann, rle, area, polygon))
 
     union: masks.Rle | None = None
     union_box = rect = (0, 0, 0, 0)
     crop_mask = np.zeros((0, 0), np.uint8)
     if pasted:
-        union = masks.union([rle for _, rle, _ in pasted])
+        union = masks.union([p[1] for p in pasted])
         union_box = tuple(masks.bbox(union))
         rect = padded_rect(union_box, blur_radius(options.blend_sigma), tw, th)
-        x, y, w, h = rect
-        crop_mask = np.ascontiguousarray(masks.decode(union)[y : y + h, x : x + w])
+        crop_mask = masks.decode_box(union, rect)
+        boxes = masks.bboxes([p[1] for p in pasted])
         pixels.paint(
-            target, source, placement.reduced(reduction), rect, crop_mask, options.blend_sigma
+            target,
+            source,
+            placement.reduced(reduction),
+            rect,
+            crop_mask,
+            options.blend_sigma,
+            boxes,
         )
 
     annotations: list[dict[str, Any]] = []
+    untraced: list[tuple[dict[str, Any], masks.Rle]] = []  # records whose polygon is traced
     not_pasted: masks.Rle | None = None
     dropped = 0
     target_rles = masks.segmentations_to_rles(
@@ -177,7 +217,7 @@ def copy_paste(
     )
     target_boxes = masks.bboxes(target_rles)
     for ann, rle, box in zip(target_anns, target_rles, target_boxes, strict=True):
-        area, unchanged = None, True
+        area, polygon = None, ann.get("segmentation")  # its own polygon while untouched
         if union is not None and _boxes_overlap(box, union_box):
             original_px = masks.area(rle)
             if not_pasted is None:
@@ -190,16 +230,20 @@ def copy_paste(
                 ):
                     dropped += 1
                     continue
-                rle, box, unchanged = visible, masks.bbox(visible), False
+                rle, box, polygon = visible, masks.bbox(visible), None
         annotations.append(
-            _annotation(ann, rle, "target", options.mask_format, area, box, unchanged)
+            _annotation(ann, rle, "target", options.mask_format, area, box, polygon, untraced)
         )
-    for ann, rle, area in pasted:
-        record = _annotation(ann, rle, "source", options.mask_format, area)
+    for ann, rle, area, polygon in pasted:
+        record = _annotation(ann, rle, "source", options.mask_format, area, None, polygon, untraced)
         if selection.dataset is not None:
             record["category_id"] = selection.output_category(ann["category_id"])
             record["cpgen"]["dataset"] = selection.dataset
         annotations.append(record)
+    if untraced:  # traced together: one numpy pass for the output's masks
+        traced = masks.rles_to_polygons([rle for _, rle in untraced])
+        for (record, _), parts in zip(untraced, traced, strict=True):
+            record["segmentation"] = parts
     drawn_ids = [pasteable[i]["id"] for i in params.instances]
     return Generated(target, annotations, params, drawn_ids, dropped)
 
@@ -216,6 +260,15 @@ def _boxes_overlap(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...
     return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
+def _inside(parts: Polygon, width: int, height: int) -> bool:
+    """Whether every vertex of ``parts`` lies in the frame ``[0, width] x [0, height]``."""
+    for part in parts:
+        xy = np.asarray(part).reshape(-1, 2)
+        if xy.min() < 0 or xy[:, 0].max() > width or xy[:, 1].max() > height:
+            return False
+    return True
+
+
 def _annotation(
     ann: dict[str, Any],
     rle: masks.Rle,
@@ -223,26 +276,32 @@ def _annotation(
     mask_format: str,
     area: int | None = None,
     box: list[int] | None = None,
-    unchanged: bool = False,
+    polygon: Any = None,
+    untraced: list[tuple[dict[str, Any], masks.Rle]] | None = None,
 ) -> dict[str, Any]:
     """An output record: the original's keys, new mask, area and box, and provenance.
 
     ``area`` and ``box`` are the mask's when the caller already has them. A box-only
     annotation keeps its segmentation as it came (missing, null or []). Non-crowd masks are
     written as polygons (``mask_format`` "polygon") that decode with pycocotools to exactly the
-    mask: an ``unchanged`` target annotation keeps its own polygon (its mask is that polygon's
-    rasterisation), any other mask is traced along pixel edges (:mod:`cpgen.polygons`); crowd
-    regions, and every mask with ``mask_format`` "rle", are compressed RLE.
+    mask: ``polygon``, when it is a list of parts, is one whose rasterisation *is* the mask (a
+    target annotation the paste left whole, or a pasted one's placed source polygon, all inside
+    the frame) and is written as it is; any other mask is traced along pixel edges
+    (:mod:`cpgen.polygons`), later where ``untraced`` is given (the record and its RLE are added
+    to it). Crowd regions, and every mask with ``mask_format`` "rle", are compressed RLE.
     """
     box_only = masks.is_box_only(ann)
     record = {k: v for k, v in ann.items() if k not in ("id", "image_id", "cpgen")}
     record.update(id=None, image_id=None)
     if not box_only:
         if mask_format == "polygon" and not ann["iscrowd"]:
-            seg = ann.get("segmentation")
-            record["segmentation"] = (
-                seg if unchanged and isinstance(seg, list) else masks.rle_to_polygons(rle)
-            )
+            if isinstance(polygon, list):
+                record["segmentation"] = polygon
+            elif untraced is not None:
+                record["segmentation"] = None
+                untraced.append((record, rle))
+            else:
+                record["segmentation"] = masks.rle_to_polygons(rle)
         else:
             record["segmentation"] = masks.rle_to_json(rle)
     record.update(

@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cpgen import images, masks, runner
-from cpgen.copypaste.compose import CPU_PIXELS, Pixels
+from cpgen.copypaste.compose import CPU_PIXELS, Pixels, paint_rects, sub_mask
 from cpgen.copypaste.options import CopyPasteOptions
 from cpgen.copypaste.shard import GenerateShard, run_generate_shard
 from cpgen.errors import UsageError
 from cpgen.ops.paste import FULL_ALPHA, Placement
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     import torch
 
@@ -146,22 +146,39 @@ class Batcher:
         rect: tuple[int, int, int, int],
         crop_mask: masks.Mask,
         sigma: float,
+        boxes: Sequence[Sequence[int]] = (),
     ) -> None:
         """:meth:`cpgen.copypaste.compose.Pixels.paint` on the device, now (the source array
-        may be another task's target later in the shard)."""
+        may be another task's target later in the shard), over the same rects."""
+        import torch
+
+        source_t = torch.from_numpy(source).to(self.device).permute(2, 0, 1)
+        for part in paint_rects(rect, sigma, boxes):
+            self._paint_rect(
+                target, source_t, placement, part, sub_mask(crop_mask, rect, part), sigma
+            )
+
+    def _paint_rect(
+        self,
+        target: images.Image,
+        source_t: torch.Tensor,
+        placement: Placement,
+        rect: tuple[int, int, int, int],
+        crop_mask: masks.Mask,
+        sigma: float,
+    ) -> None:
         import torch
 
         from cpgen.functional_copypaste import warp_rect
 
         x, y, w, h = rect
         on_cpu = self.device == "cpu"
-        source_t = torch.from_numpy(source).to(self.device).permute(2, 0, 1)
         roi_np = target[y : y + h, x : x + w]
         if on_cpu:  # a view of the target: written in place
             roi = torch.from_numpy(target).permute(2, 0, 1)[:, y : y + h, x : x + w]
         else:
             roi = torch.from_numpy(np.ascontiguousarray(roi_np)).to(self.device).permute(2, 0, 1)
-        union = torch.from_numpy(crop_mask).to(self.device).bool()
+        union = torch.from_numpy(np.ascontiguousarray(crop_mask)).to(self.device).bool()
         pasted = warp_rect(source_t, placement, rect, self.block, torch.uint8)
         painted = torch.where(union, pasted, roi)
         if sigma > 0:
