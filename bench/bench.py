@@ -85,6 +85,22 @@ def bench_each_once(copies: int, repeats: int) -> dict[str, float]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def bench_dense(count: int, repeats: int) -> dict[str, float]:
+    """Dense high-resolution images: ``count`` distinct 1024x1024 tiles of about 39 polygons
+    (``bench.dense``: 2x2 mosaics of the sample), one output per tile."""
+    from bench.big_annotations import SAMPLE
+    from bench.dense import build
+
+    if not SAMPLE.is_dir():
+        return {}
+    work = Path(tempfile.mkdtemp(prefix="cpgen-bench-dense-"))
+    try:
+        src = build(work / "dense", count)
+        return bench_copypaste(src, count, repeats, gaussian=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def copypaste_cpu(index: coco.CocoIndex, options) -> float:
     """CPU seconds of one run in this process (1 thread): steadier than wall time on a busy VM."""
     out = Path(tempfile.mkdtemp(prefix="cpgen-bench-")) / "out"
@@ -167,6 +183,14 @@ def main() -> None:
     parser.add_argument(
         "--once-copies", type=int, default=25, help="copies of the sample, each image used once"
     )
+    parser.add_argument(
+        "--dense", type=int, default=600, help="1024x1024 tiles in the dense case (0: skip)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=("once", "dense"),
+        help="run only this case (the each-image-once or the dense one)",
+    )
     args = parser.parse_args()
     coco_src = SHARED / "coco_val2017_tiny80"
     if not coco_src.is_dir():
@@ -181,6 +205,10 @@ def main() -> None:
                 f"  = {value / seconds['plain']:.3f}x plain"
             )
         return
+    if args.only:
+        cases = {"once": lambda: _report_once(args, coco_src), "dense": lambda: _report_dense(args)}
+        cases[args.only]()
+        return
     result = bench_copypaste(coco_src, args.num_images, args.repeats)
     report("copypaste", coco_src, result)
     print(
@@ -189,13 +217,8 @@ def main() -> None:
     )
     many = bench_copypaste(coco_src, args.many, args.repeats, gaussian=False)
     report(f"copypaste, a small set multiplied ({args.many} outputs)", coco_src, many)
-    once = bench_each_once(args.once_copies, args.repeats)
-    if once:
-        report(
-            f"copypaste, each image used once ({args.once_copies} x the sample hard-linked)",
-            coco_src,
-            once,
-        )
+    _report_once(args, coco_src)
+    _report_dense(args)
     big = bench_big_file(args.big_copies, args.repeats)
     if big:
         print(
@@ -216,6 +239,22 @@ def main() -> None:
     if not folder_src.is_dir():
         folder_src = REPO / "examples" / "folders"
     report("cutmix", folder_src, bench_cutmix(folder_src, args.num_images, args.repeats))
+
+
+def _report_once(args: argparse.Namespace, coco_src: Path) -> None:
+    once = bench_each_once(args.once_copies, args.repeats)
+    if once:
+        report(
+            f"copypaste, each image used once ({args.once_copies} x the sample hard-linked)",
+            coco_src,
+            once,
+        )
+
+
+def _report_dense(args: argparse.Namespace) -> None:
+    dense = bench_dense(args.dense, args.repeats) if args.dense > 0 else {}
+    if dense:
+        report("copypaste, dense 1024x1024 tiles (bench.dense)", Path("(built)"), dense)
 
 
 if __name__ == "__main__":

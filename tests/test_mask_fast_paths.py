@@ -47,6 +47,15 @@ def test_decode_box_is_the_frame_decode_cropped(case: Any) -> None:
     assert np.array_equal(crop, cocomask.decode(rle)[y : y + h, x : x + w])
 
 
+@settings(max_examples=200, deadline=None)
+@given(frames())
+def test_complement_from_the_runs_is_the_encoded_complement(case: Any) -> None:
+    mask, _ = case
+    complement = masks.complement(masks.encode(mask))
+    assert complement["counts"] == masks.encode(1 - mask)["counts"]  # the same canonical RLE
+    assert np.array_equal(cocomask.decode(complement), 1 - mask)
+
+
 def test_decode_box_of_large_runs_and_a_full_frame() -> None:
     """Counts above 2**15 take several 5-bit groups, and differences to the count two before
     may be negative: both decode as pycocotools does."""

@@ -221,7 +221,7 @@ def copy_paste(
         if union is not None and _boxes_overlap(box, union_box):
             original_px = masks.area(rle)
             if not_pasted is None:
-                not_pasted = _complement(crop_mask, rect, th, tw)
+                not_pasted = masks.complement(union)
             visible = masks.intersect(rle, not_pasted)
             area = masks.area(visible)
             if area < original_px:
@@ -246,14 +246,6 @@ def copy_paste(
             record["segmentation"] = parts
     drawn_ids = [pasteable[i]["id"] for i in params.instances]
     return Generated(target, annotations, params, drawn_ids, dropped)
-
-
-def _complement(crop_mask: masks.Mask, rect: tuple[int, ...], height: int, width: int) -> masks.Rle:
-    """Everything but the pasted union, as an RLE over the frame, from the union's crop."""
-    x, y, w, h = rect
-    frame = np.ones((height, width), dtype=np.uint8, order="F")
-    frame[y : y + h, x : x + w] = 1 - crop_mask
-    return masks.encode(frame)
 
 
 def _boxes_overlap(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> bool:
