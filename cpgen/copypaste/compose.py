@@ -16,7 +16,7 @@ import numpy as np
 
 from cpgen import images, masks
 from cpgen.copypaste.options import CopyPasteOptions
-from cpgen.copypaste.sources import Selection, target_segmentation
+from cpgen.copypaste.sources import Selection, decode_bytes, target_segmentation
 from cpgen.ops.paste import (
     Placement,
     blur_radius,
@@ -44,11 +44,18 @@ class Generated:
 
 
 class Pixels:
-    """How outputs' pixels are painted and written: here at once, with OpenCV on the CPU.
+    """How outputs' pixels are decoded, painted and written: here at once, with OpenCV on the
+    CPU.
 
-    ``cpgen.copypaste.device`` paints on a torch device and writes in batches; masks and
-    records never go through this, so they are the same whichever paints.
+    ``cpgen.copypaste.device`` paints on a torch device, writes in batches, and may decode with
+    nvJPEG; masks and records never go through this, so they are the same whichever paints.
     """
+
+    def decode(
+        self, data: bytes, expected: tuple[int, int], reduction: int = 1
+    ) -> tuple[images.Image, int]:
+        """An input image's pixels from its file's bytes (``sources.Decoder``)."""
+        return decode_bytes(data, expected, reduction)
 
     def paint(
         self,

@@ -1,23 +1,30 @@
 """`cpgen copypaste --device cpu|cuda[:N]`: the pasted pixels composited with PyTorch.
 
 Everything but the pixels runs the CPU path's own code: :func:`cpgen.copypaste.shard.
-run_generate_shard` draws, decodes (OpenCV, with the sources' DCT-reduced decoding), builds the
-masks, occlusion and records, and only hands the pixel step to a :class:`DevicePixels`:
+run_generate_shard` draws, reads, builds the masks, occlusion and records, and hands the pixel
+steps to a :class:`DevicePixels`:
 
-* paint: the placed source is warped over the pasted union's rect with
+* decode: with the ``nvjpeg`` codec (below) JPEGs are decoded by nvJPEG on the device
+  (``torchvision.io.decode_jpeg``), in full (no DCT-reduced sources), and their pixels brought
+  to host memory for the mask code; otherwise, and for whatever nvJPEG cannot decode, by OpenCV
+  in the shard's thread, sources reduced as on the CPU path;
+* paint: the placed source is warped over the CPU path's rects (``compose.paint_rects``) with
   :func:`cpgen.functional_copypaste.warp_rect` (OpenCV's sampling coordinates, bit for bit; the
   bilinear weights in float32) and composited through the union on the device, blended like
   :func:`cpgen.ops.paste.composite` with ``--blend gaussian`` (the soft mask is blurred on the
   CPU with OpenCV, the blend is done on the device);
 * write: outputs are queued and encoded in batches of ``--batch-size`` across shards, in
   ``--workers`` threads with OpenCV, or with nvJPEG (``torchvision.io.encode_jpeg`` of CUDA
-  tensors) on CUDA when torchvision loads and encodes there; a shard's result file is written
+  tensors) on CUDA when torchvision loads and encodes and decodes there (the ``nvjpeg`` codec,
+  recorded in the manifest); a shard's result file is written
   once all its images are, exactly as a worker writes it, so ``--resume`` stays exact.
 
 Shards run in ``--workers`` threads of this process (OpenCV releases the GIL while decoding).
-``annotations.json`` is byte-identical to the CPU path's; pixels differ from it by at most one
-grey level before JPEG (the same float32 formula, unfused; measured in the tests). ``--rotate``
-is refused: the device warp does not turn instances.
+``annotations.json`` is byte-identical to the CPU path's. With OpenCV's codec pixels differ
+from it by at most one grey level before JPEG (the same float32 formula, unfused; measured in
+the tests); nvJPEG's decoder and a block average in place of DCT scaling add their own small
+differences (not measured yet: no GPU was lent). ``--rotate`` is refused: the device warp does
+not turn instances.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from cpgen import images, masks, runner
 from cpgen.copypaste.compose import CPU_PIXELS, Pixels, paint_rects, sub_mask
 from cpgen.copypaste.options import CopyPasteOptions
 from cpgen.copypaste.shard import GenerateShard, run_generate_shard
+from cpgen.copypaste.sources import decode_bytes
 from cpgen.errors import UsageError
 from cpgen.ops.paste import FULL_ALPHA, Placement
 
@@ -92,19 +100,61 @@ def check_device(device: str, options: CopyPasteOptions) -> None:
 
 
 def codec(device: str) -> str:
-    """``nvjpeg`` when ``device`` is CUDA and torchvision encodes a JPEG there, else ``opencv``
-    (CPU threads). torchvision is optional and often absent or built for another torch."""
+    """``nvjpeg`` when ``device`` is CUDA and torchvision encodes and decodes a JPEG there, else
+    ``opencv`` (CPU threads). torchvision is optional and often absent or built for another
+    torch."""
     if not device.startswith("cuda"):
         return "opencv"
     try:
         import torch
-        from torchvision.io import encode_jpeg
+        from torchvision.io import decode_jpeg, encode_jpeg
 
         probe = torch.zeros((3, 16, 16), dtype=torch.uint8, device=device)
-        encode_jpeg([probe], quality=90)
-    except Exception:  # noqa: BLE001 - any failure to load or run means: encode on the CPU
+        (encoded,) = encode_jpeg([probe], quality=90)
+        decode_jpeg([encoded.cpu()], device=device)
+    except Exception:  # noqa: BLE001 - any failure to load or run means: the CPU codec
         return "opencv"
     return "nvjpeg"
+
+
+def decode_nvjpeg(
+    data: bytes, expected: tuple[int, int], reduction: int, device: str
+) -> tuple[images.Image, int]:
+    """:data:`cpgen.copypaste.sources.Decoder` by nvJPEG on ``device`` (torchvision). A source
+    wanted at 1/``reduction`` is decoded in full and averaged over ``reduction`` x
+    ``reduction`` blocks (``ceil`` of the size, as the JPEG decoder's DCT scaling gives), so
+    the recorded reduction, and so ``annotations.json``, is the CPU path's. The pixels come
+    back to host memory, where masks and records are made. What nvJPEG cannot decode (not a
+    JPEG, CMYK, a corrupt file) goes to OpenCV, which also names the problem."""
+    size = images.header_size(data) if data.startswith(b"\xff\xd8") else None
+    if size is None:
+        return decode_bytes(data, expected, reduction)
+    images.check_size(size, expected)
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    try:
+        (rgb,) = decode_jpeg(
+            [torch.frombuffer(bytearray(data), dtype=torch.uint8)],
+            mode=ImageReadMode.RGB,
+            device=device,
+        )
+    except RuntimeError:
+        return decode_bytes(data, expected, reduction)
+    return to_bgr_host(rgb, reduction), reduction
+
+
+def to_bgr_host(rgb: torch.Tensor, reduction: int = 1) -> images.Image:
+    """A 3xHxW RGB uint8 tensor as the HxWx3 BGR array OpenCV gives, averaged over
+    ``reduction`` x ``reduction`` blocks (partial blocks at the edge over what they hold)."""
+    import torch
+
+    if reduction > 1:
+        pooled = torch.nn.functional.avg_pool2d(
+            rgb[None].float(), reduction, ceil_mode=True, count_include_pad=False
+        )
+        rgb = pooled[0].round().to(torch.uint8)
+    return rgb.flip(0).permute(1, 2, 0).contiguous().cpu().numpy()
 
 
 def manifest_record(device: str) -> dict[str, str]:
@@ -137,6 +187,15 @@ class Batcher:
         from cpgen.ops.warp_coords import opencv_vector_block
 
         self.block = opencv_vector_block()
+
+    def decode(
+        self, data: bytes, expected: tuple[int, int], reduction: int = 1
+    ) -> tuple[images.Image, int]:
+        """An input image's pixels: by nvJPEG on the device when the codec is ``nvjpeg``, else
+        by OpenCV in this (shard) thread, reduced where it can be."""
+        if self.codec == "nvjpeg":
+            return decode_nvjpeg(data, expected, reduction, self.device)
+        return decode_bytes(data, expected, reduction)
 
     def paint(
         self,
@@ -276,6 +335,11 @@ class DevicePixels(Pixels):
 
     batcher: Batcher
     shard: int
+
+    def decode(
+        self, data: bytes, expected: tuple[int, int], reduction: int = 1
+    ) -> tuple[images.Image, int]:
+        return self.batcher.decode(data, expected, reduction)
 
     def paint(self, *args: Any) -> None:
         self.batcher.paint(*args)

@@ -121,7 +121,8 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
     if job.cache[1] > 0:
         WORKER_IMAGES.configure(*job.cache)
         allow_cache_growth(job.cache[1])
-    cache = ShardImages(uses, worker=WORKER_IMAGES if job.cache[1] > 0 else None, later=job.later)
+    worker = WORKER_IMAGES if job.cache[1] > 0 else None
+    cache = ShardImages(uses, worker=worker, later=job.later, decode=pixels.decode)
     for task in job.tasks:
         source_ref = sources[task.source]
         on_background = task.background is not None

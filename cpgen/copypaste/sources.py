@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +166,24 @@ def image_path(images_dir: str, ref: ImageRef) -> Path:
     return Path(images_dir) / rel
 
 
+#: Decodes an image file's bytes of the expected (width, height), at 1/reduction where it can;
+#: returns the pixels (HxWx3 BGR) and the reduction they have. ``decode_bytes`` is OpenCV's;
+#: ``cpgen.copypaste.device`` may give nvJPEG's.
+Decoder = Callable[[bytes, tuple[int, int], int], tuple[images.Image, int]]
+
+
+def decode_bytes(
+    data: bytes, expected: tuple[int, int], reduction: int = 1
+) -> tuple[images.Image, int]:
+    """Decode at 1/``reduction`` (JPEG DCT scaling), or in full where it cannot be reduced."""
+    try:
+        if reduction == 1:
+            raise ValueError
+        return images.decode_reduced(data, expected, reduction), reduction
+    except ValueError:
+        return images.decode(data, expected), 1
+
+
 class WorkerImages:
     """Decoded images kept by one worker process across its shards, least recently used out
     past a budget in bytes (``--cache-mb``): a small dataset multiplied many times is decoded
@@ -198,7 +216,7 @@ class WorkerImages:
         self.configure("", 0)
 
     def get(
-        self, ref: ImageRef, reduction: int, keep: bool = True
+        self, ref: ImageRef, reduction: int, keep: bool = True, decode: Decoder = decode_bytes
     ) -> tuple[images.Image, int, bool]:
         """``decode_image(ref, reduction)``, from the cache when it holds it; the last item says
         whether the array is shared (the caller must not modify it). ``keep``: a later shard
@@ -214,7 +232,7 @@ class WorkerImages:
                     self.used -= hit[0].nbytes
                 return (*hit, True)
             budget = self.budget
-        pixels, got = decode_image(ref, reduction)
+        pixels, got = decode_image(ref, reduction, decode)
         if not keep or pixels.nbytes > budget:
             return pixels, got, False
         with self.lock:
@@ -244,17 +262,12 @@ def default_cache_mb(workers: int) -> int:
     return int(min(total // 4 // max(1, workers), 2 * 1024**3) // 2**20)
 
 
-def decode_image(ref: ImageRef, reduction: int = 1) -> tuple[images.Image, int]:
-    """Read and decode ``ref`` at 1/``reduction`` (JPEG DCT scaling) or in full where it cannot
-    be reduced; returns the pixels and the reduction they have."""
-    data = images.read_bytes(image_path(ref.root, ref))
-    expected = (ref.width, ref.height)
-    try:
-        if reduction == 1:
-            raise ValueError
-        return images.decode_reduced(data, expected, reduction), reduction
-    except ValueError:
-        return images.decode(data, expected), 1
+def decode_image(
+    ref: ImageRef, reduction: int = 1, decode: Decoder = decode_bytes
+) -> tuple[images.Image, int]:
+    """Read and ``decode`` ``ref`` at 1/``reduction`` where it can; returns the pixels and the
+    reduction they have."""
+    return decode(images.read_bytes(image_path(ref.root, ref)), (ref.width, ref.height), reduction)
 
 
 class ShardImages:
@@ -273,8 +286,10 @@ class ShardImages:
         budget_bytes: int = 256 * 1024 * 1024,
         worker: WorkerImages | None = None,
         later: Collection[tuple[str, str, int, int]] = (),
+        decode: Decoder = decode_bytes,
     ) -> None:
         self.remaining = uses
+        self.decode = decode
         self.budget = budget_bytes
         self.used = 0
         self.decoded: OrderedDict[tuple[str, int, int], images.Image] = OrderedDict()
@@ -301,9 +316,10 @@ class ShardImages:
                     self.decoded.move_to_end(key)
                 return pixels, key[-1]
         if self.worker is None:
-            pixels, reduction = decode_image(ref, reduction)
+            pixels, reduction = decode_image(ref, reduction, self.decode)
         else:
-            pixels, reduction, shared = self.worker.get(ref, reduction, ref.key in self.later)
+            later = ref.key in self.later
+            pixels, reduction, shared = self.worker.get(ref, reduction, later, self.decode)
             if shared:
                 self.shared.add(id(pixels))
         if not last:
