@@ -308,6 +308,8 @@ def run_lengths(counts: bytes) -> npt.NDArray[np.int64]:
     group of 5-bit chunks (offset by 48; 0x20 continues the group, 0x10 in the last chunk is
     the sign), and from the fourth on it is stored as a difference to the count two before.
     """
+    if isinstance(counts, str):
+        counts = counts.encode("ascii")
     chars = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
     last = np.flatnonzero((chars & 0x20) == 0)  # each group's last chunk
     first = np.concatenate(([0], last[:-1] + 1))
