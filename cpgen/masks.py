@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from pycocotools import mask as cocomask
 
-from cpgen.polygons import mask_to_exact_polygons, masks_to_exact_polygons
+from cpgen.polygons import mask_to_exact_polygons, runs_to_exact_polygons
 
 Rle = dict[str, Any]
 Mask = npt.NDArray[np.uint8]
@@ -295,10 +295,25 @@ def rle_to_polygons(rle: Rle) -> list[list[float]]:
 
 
 def rles_to_polygons(rles: Sequence[Rle]) -> list[list[list[float]]]:
-    """``rle_to_polygons`` of each RLE, decoding only their boxes, traced in one pass."""
-    boxes = bboxes(rles)
-    crops = [decode_box(rle, box) for rle, box in zip(rles, boxes, strict=True)]
-    return masks_to_exact_polygons(crops, [(box[0], box[1]) for box in boxes])
+    """``rle_to_polygons`` of each RLE, traced in one pass from the runs (no mask is drawn)."""
+    return runs_to_exact_polygons([column_runs(rle) for rle in rles], bboxes(rles))
+
+
+def column_runs(rle: Rle) -> tuple[npt.NDArray[np.int64], ...]:
+    """The mask's foreground runs down its columns: pixel column, first row, past row of each
+    (a run of the RLE that wraps past a column's end is split there)."""
+    height = int(rle["size"][0])
+    runs = run_lengths(rle["counts"])
+    ends = np.cumsum(runs)[1::2]  # the foreground runs: odd positions
+    lengths = runs[1::2]
+    ends, lengths = ends[lengths > 0], lengths[lengths > 0]
+    first_column, last_column = (ends - lengths) // height, (ends - 1) // height
+    spans = last_column - first_column + 1
+    run = np.repeat(np.arange(spans.size), spans)
+    columns = np.arange(run.size) - np.repeat(np.cumsum(spans) - spans, spans) + first_column[run]
+    starts = np.where(columns == first_column[run], (ends - lengths)[run] % height, 0)
+    stops = np.where(columns == last_column[run], (ends[run] - 1) % height + 1, height)
+    return columns, starts, stops
 
 
 def run_lengths(counts: bytes) -> npt.NDArray[np.int64]:

@@ -18,8 +18,10 @@ hole is a component of its own and so its own part.
 Tracing keeps the foreground on the right (clockwise on screen for outer outlines,
 anticlockwise around holes) and turns left where two pixels touch only at a corner, so such
 pixels stay in one outline (8-connectivity: a diagonal one-pixel line is one part). The shoelace
-area of every part equals its pixel count. Cost: a few numpy passes over the mask's bounding box
-plus a Python step per vertex.
+area of every part equals its pixel count. Cost: numpy passes over the arrays of edge runs and
+outline segments, plus a few numpy passes over the mask's bounding box when it comes as a raster
+(``mask_to_exact_polygons``); from runs down the columns (``runs_to_exact_polygons``, what an
+RLE holds), none over the pixels. Many masks are traced in one pass.
 """
 
 from __future__ import annotations
@@ -79,6 +81,37 @@ def masks_to_exact_polygons(
     return result
 
 
+def runs_to_exact_polygons(
+    runs: Sequence[tuple[Ints, Ints, Ints]], boxes: Sequence[Sequence[int]]
+) -> list[list[list[float]]]:
+    """``mask_to_exact_polygons`` of masks given as foreground runs down their columns: per
+    mask, pixel columns, first rows and past rows of its runs (each run within one column),
+    and its tight box ``(x, y, w, h)``; vertices in the same pixel coordinates. The same parts
+    as from the rasters, at a cost in runs rather than pixels (masks stacked as in
+    :func:`masks_to_exact_polygons`)."""
+    result: list[list[list[float]]] = [[] for _ in boxes]
+    used = [k for k, box in enumerate(boxes) if box[2] and box[3]]
+    if not used:
+        return result
+    width = max(int(boxes[k][2]) for k in used)
+    first_rows = np.cumsum([0] + [int(boxes[k][3]) + 1 for k in used]) + 1  # of each, padded
+    pieces: list[list[Ints]] = [[], [], []]
+    shifts = []
+    for k, row in zip(used, first_rows.tolist(), strict=False):
+        left, top = int(boxes[k][0]), int(boxes[k][1])
+        columns, starts, stops = runs[k]
+        # padded (r, c) is pixel (top + r - row, left + c - 1) of mask k
+        pieces[0].append(columns - (left - 1))
+        pieces[1].append(starts - (top - row))
+        pieces[2].append(stops - (top - row))
+        shifts.append(np.array([left - 1, top - row], np.int64))
+    horizontal, vertical = _column_edges(*(np.concatenate(p) for p in pieces))
+    for part in _outlines(width + 2, horizontal, vertical):
+        owner = int(np.searchsorted(first_rows, part[0, 1], side="right")) - 1
+        result[used[owner]].append((part + shifts[owner]).reshape(-1).tolist())
+    return result
+
+
 def _bounding_rect(mask: np.ndarray) -> tuple[int, int, int, int, npt.NDArray[np.uint8]]:
     """(left, top, width, height) of a mask's nonzero pixels, and the mask as 0/1 uint8."""
     binary = _binary(mask)
@@ -116,21 +149,72 @@ def _parts(padded: npt.NDArray[np.int8]) -> list[Ints]:
     """Each component's closed outline with its holes joined, as (n, 2) arrays of (x, y)
     corners in padded coordinates, components in raster order of their top-left pixel."""
     rows, cols = padded.shape
-    stride = cols + 1  # corners per corner row
     # horizontal runs of pixel edges at corner row R (pixel rows R-1 | R), row by row
-    first, past, sign = _runs((padded[1:, :] - padded[:-1, :]).reshape(-1))
-    row, c0 = np.divmod(first, cols)
-    c1 = past - row * cols
-    east = sign > 0  # foreground below: walked left to right; above: right to left
-    h_x0, h_x1 = np.where(east, c0, c1), np.where(east, c1, c0)
-    h_y = row + 1
+    first, past, h_sign = _runs((padded[1:, :] - padded[:-1, :]).reshape(-1))
+    row, h_c0 = np.divmod(first, cols)
+    horizontal = (row + 1, h_c0, past - row * cols, h_sign)
     # vertical runs at corner column C (pixel columns C-1 | C), column by column
     across = cv2.transpose(padded)  # columns as rows: numpy's .T copy is five times slower
-    first, past, sign = _runs((across[1:, :] - across[:-1, :]).reshape(-1))
-    col, r0 = np.divmod(first, rows)
-    r1 = past - col * rows
+    first, past, v_sign = _runs((across[1:, :] - across[:-1, :]).reshape(-1))
+    col, v_r0 = np.divmod(first, rows)
+    vertical = (col + 1, v_r0, past - col * rows, v_sign)
+    return _outlines(cols, horizontal, vertical)
+
+
+def _column_edges(
+    columns: Ints, starts: Ints, stops: Ints
+) -> tuple[tuple[Ints, Ints, Ints, Ints], tuple[Ints, Ints, Ints, Ints]]:
+    """What :func:`_parts` finds in a raster, from a mask's foreground runs down its columns
+    (pixel rows ``starts[i] .. stops[i] - 1`` of pixel column ``columns[i]``, each run whole,
+    in column order then row order): the horizontal runs of pixel edges (corner row, first and
+    past column, +1 where the foreground is below) in row order, and the vertical ones (corner
+    column, first and past row, +1 where the foreground is to the east) in column order. The
+    cost is the number of runs, not the mask's area."""
+    # a run's top edge is at corner row ``start`` (+1), its bottom edge at ``stop`` (-1); edges
+    # of neighbouring columns at one corner row and with one sign make one horizontal run
+    edge_row = np.concatenate((starts, stops))
+    edge_column = np.concatenate((columns, columns))
+    edge_sign = np.concatenate((np.ones_like(starts), -np.ones_like(stops)))
+    order = np.lexsort((edge_column, edge_row))
+    edge_row, edge_column, edge_sign = edge_row[order], edge_column[order], edge_sign[order]
+    breaks = np.flatnonzero(
+        (np.diff(edge_row) != 0) | (np.diff(edge_column) != 1) | (np.diff(edge_sign) != 0)
+    )
+    first = np.concatenate(([0], breaks + 1))
+    last = np.concatenate((breaks, [edge_row.size - 1]))
+    horizontal = (edge_row[first], edge_column[first], edge_column[last] + 1, edge_sign[first])
+    # at corner column C, (foreground east) - (foreground west) changes where a run of column C
+    # or of column C - 1 starts or stops; it is 0 again past each column's last change
+    event_column = np.concatenate((columns, columns, columns + 1, columns + 1))
+    event_row = np.concatenate((starts, stops, starts, stops))
+    one = np.ones_like(starts)
+    event_change = np.concatenate((one, -one, -one, one))
+    rows = int(stops.max()) + 1
+    key = event_column * rows + event_row
+    order = np.argsort(key)
+    key = key[order]
+    first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+    change = np.add.reduceat(event_change[order], first)  # events at one place, summed
+    keep = change != 0
+    column, row = np.divmod(key[first[keep]], rows)
+    change = change[keep]
+    level = np.cumsum(change)  # each column's changes add up to 0: no reset needed
+    runs = np.flatnonzero(level[:-1] != 0)
+    vertical = (column[runs], row[runs], row[runs + 1], level[runs])
+    return horizontal, vertical
+
+
+def _outlines(
+    cols: int, horizontal: tuple[Ints, Ints, Ints, Ints], vertical: tuple[Ints, Ints, Ints, Ints]
+) -> list[Ints]:
+    """:func:`_parts` from the runs of pixel edges (see :func:`_column_edges`), ``cols`` pixel
+    columns wide."""
+    stride = cols + 1  # corners per corner row
+    h_y, c0, c1, sign = horizontal
+    east = sign > 0  # foreground below: walked left to right; above: right to left
+    h_x0, h_x1 = np.where(east, c0, c1), np.where(east, c1, c0)
+    v_x, r0, r1, sign = vertical
     north = sign > 0  # foreground to the east: walked upwards; to the west: downwards
-    v_x = col + 1
     v_y0, v_y1 = np.where(north, r1, r0), np.where(north, r0, r1)
 
     start_x = np.concatenate((h_x0, v_x))

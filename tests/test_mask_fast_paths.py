@@ -79,6 +79,26 @@ def test_batched_tracing_gives_each_masks_own_polygons(cases: list[Any]) -> None
     assert masks.rles_to_polygons(rles) == [mask_to_exact_polygons(m) for m in crops]
 
 
+def test_tracing_from_runs_matches_the_raster_where_runs_wrap_columns() -> None:
+    """Full-height columns make one RLE run span several columns: split per column, the
+    outline is still the raster's; a hole and an island inside it come out the same too."""
+    mask = np.zeros((12, 14), np.uint8)
+    mask[:, 2:5] = 1  # full columns: one run across three columns
+    mask[2:11, 6:13] = 1
+    mask[3:10, 7:12] = 0  # a hole
+    mask[6, 9] = 1  # an island in it
+    mask[0, 13] = 1  # touching the frame's corner
+    rle = masks.encode(mask)
+    columns, starts, stops = masks.column_runs(rle)
+    assert (columns[:3].tolist(), starts[:3].tolist(), stops[:3].tolist()) == (
+        [2, 3, 4],
+        [0, 0, 0],
+        [12, 12, 12],
+    )
+    assert masks.rles_to_polygons([rle]) == [mask_to_exact_polygons(mask)]
+    assert len(mask_to_exact_polygons(mask)) == 4  # the bar, the ring, the island, the dot
+
+
 def test_clean_polygons_fast_path_keeps_the_checks() -> None:
     parts = [
         [1, 2, 3.5, 4, 5, 6],  # kept, as floats
