@@ -166,7 +166,7 @@ def _column_edges(
 ) -> tuple[tuple[Ints, Ints, Ints, Ints], tuple[Ints, Ints, Ints, Ints]]:
     """What :func:`_parts` finds in a raster, from a mask's foreground runs down its columns
     (pixel rows ``starts[i] .. stops[i] - 1`` of pixel column ``columns[i]``, each run whole,
-    in column order then row order): the horizontal runs of pixel edges (corner row, first and
+    in any order): the horizontal runs of pixel edges (corner row, first and
     past column, +1 where the foreground is below) in row order, and the vertical ones (corner
     column, first and past row, +1 where the foreground is to the east) in column order. The
     cost is the number of runs, not the mask's area."""
