@@ -18,17 +18,16 @@ hole is a component of its own and so its own part.
 Tracing keeps the foreground on the right (clockwise on screen for outer outlines,
 anticlockwise around holes) and turns left where two pixels touch only at a corner, so such
 pixels stay in one outline (8-connectivity: a diagonal one-pixel line is one part). The shoelace
-area of every part equals its pixel count. Cost: numpy passes over the arrays of edge runs and
-outline segments, plus a few numpy passes over the mask's bounding box when it comes as a raster
-(``mask_to_exact_polygons``); from runs down the columns (``runs_to_exact_polygons``, what an
-RLE holds), none over the pixels. Many masks are traced in one pass.
+area of every part equals its pixel count. Everything is traced from a mask's foreground runs
+down its columns (what an RLE holds: ``runs_to_exact_polygons``; a raster is turned into them
+first, in a few numpy passes over it), at a cost in runs and outline segments, not pixels; many
+masks are traced in one pass.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -55,30 +54,30 @@ def mask_to_exact_polygons(
 def masks_to_exact_polygons(
     masks: Sequence[npt.ArrayLike], offsets: Sequence[tuple[int, int]]
 ) -> list[list[list[float]]]:
-    """``mask_to_exact_polygons`` of each mask with its offset, traced in one pass.
+    """``mask_to_exact_polygons`` of each mask with its offset, traced in one pass
+    (:func:`runs_to_exact_polygons` of the masks' runs down their columns)."""
+    runs, boxes = [], []
+    for mask, (dx, dy) in zip(masks, offsets, strict=True):
+        columns, starts, stops = _raster_runs(_binary(np.asarray(mask)))
+        runs.append((columns + dx, starts + dy, stops + dy))
+        if columns.size:
+            left, top = int(columns.min()), int(starts.min())
+            boxes.append(
+                (left + dx, top + dy, int(columns.max()) + 1 - left, int(stops.max()) - top)
+            )
+        else:
+            boxes.append((0, 0, 0, 0))
+    return runs_to_exact_polygons(runs, boxes)
 
-    The masks' bounding rects are stacked one above the other, a background row apart, so no
-    outline reaches another mask and each mask's parts come out as its own, in its own order;
-    the per-call numpy overhead is then paid once for all of them.
-    """
-    rects = [_bounding_rect(np.asarray(m)) for m in masks]
-    used = [k for k, (_, _, w, h, _) in enumerate(rects) if w and h]
-    result: list[list[list[float]]] = [[] for _ in rects]
-    if not used:
-        return result
-    width = max(rects[k][2] for k in used)
-    first_rows = np.cumsum([0] + [rects[k][3] + 1 for k in used]) + 1  # of each, padded
-    padded = np.zeros((int(first_rows[-1]), width + 2), dtype=np.int8)
-    shifts = []
-    for k, row in zip(used, first_rows.tolist(), strict=False):
-        left, top, w, h, binary = rects[k]
-        padded[row : row + h, 1 : w + 1] = binary[top : top + h, left : left + w]
-        # padded (r, c) is pixel (top + r - row, left + c - 1) of mask k
-        shifts.append(np.array([left - 1 + offsets[k][0], top - row + offsets[k][1]], np.int64))
-    for part in _parts(padded):
-        owner = int(np.searchsorted(first_rows, part[0, 1], side="right")) - 1
-        result[used[owner]].append((part + shifts[owner]).reshape(-1).tolist())
-    return result
+
+def _raster_runs(binary: npt.NDArray[np.uint8]) -> tuple[Ints, Ints, Ints]:
+    """A 0/1 mask's foreground runs down its columns: pixel column, first row, past row."""
+    padded = np.zeros((binary.shape[1], binary.shape[0] + 2), dtype=np.int8)
+    padded[:, 1:-1] = binary.T  # a column per row, background above and below
+    change = padded[:, 1:] - padded[:, :-1]
+    columns, starts = np.nonzero(change == 1)  # both in column order, then row order
+    stops = np.nonzero(change == -1)[1]
+    return columns.astype(np.int64), starts.astype(np.int64), stops.astype(np.int64)
 
 
 def runs_to_exact_polygons(
@@ -86,9 +85,10 @@ def runs_to_exact_polygons(
 ) -> list[list[list[float]]]:
     """``mask_to_exact_polygons`` of masks given as foreground runs down their columns: per
     mask, pixel columns, first rows and past rows of its runs (each run within one column),
-    and its tight box ``(x, y, w, h)``; vertices in the same pixel coordinates. The same parts
-    as from the rasters, at a cost in runs rather than pixels (masks stacked as in
-    :func:`masks_to_exact_polygons`)."""
+    and its tight box ``(x, y, w, h)``; vertices in the same pixel coordinates. The cost is in
+    runs rather than pixels. The masks' boxes are stacked one above the other, a background row
+    apart, so no outline reaches another mask and each mask's parts come out as its own, in its
+    own order; the per-call numpy overhead is paid once for all of them."""
     result: list[list[list[float]]] = [[] for _ in boxes]
     used = [k for k, box in enumerate(boxes) if box[2] and box[3]]
     if not used:
@@ -112,18 +112,6 @@ def runs_to_exact_polygons(
     return result
 
 
-def _bounding_rect(mask: np.ndarray) -> tuple[int, int, int, int, npt.NDArray[np.uint8]]:
-    """(left, top, width, height) of a mask's nonzero pixels, and the mask as 0/1 uint8."""
-    binary = _binary(mask)
-    if not (binary.flags.c_contiguous or binary.flags.f_contiguous):  # a strided view
-        binary = np.ascontiguousarray(binary)
-    transposed = binary.flags.f_contiguous and not binary.flags.c_contiguous
-    left, top, width, height = cv2.boundingRect(binary.T if transposed else binary)
-    if transposed:
-        left, top, width, height = top, left, height, width
-    return left, top, width, height, binary
-
-
 def _binary(mask: np.ndarray) -> npt.NDArray[np.uint8]:
     """The mask as 0/1 uint8 (a view of uint8 or bool input whose values are already 0/1)."""
     if mask.ndim != 2:
@@ -135,41 +123,14 @@ def _binary(mask: np.ndarray) -> npt.NDArray[np.uint8]:
     return (mask != 0).view(np.uint8)
 
 
-def _runs(values: npt.NDArray[np.int8]) -> tuple[Ints, Ints, Ints]:
-    """(first index, index past the end, value) of each run of equal nonzero values in a 1-D
-    array that starts and ends with 0."""
-    bounds = np.flatnonzero(values[1:] != values[:-1]) + 1
-    starts, ends = bounds[:-1], bounds[1:]
-    signs = values[starts]
-    keep = signs != 0
-    return starts[keep], ends[keep], signs[keep].astype(np.int64)
-
-
-def _parts(padded: npt.NDArray[np.int8]) -> list[Ints]:
-    """Each component's closed outline with its holes joined, as (n, 2) arrays of (x, y)
-    corners in padded coordinates, components in raster order of their top-left pixel."""
-    rows, cols = padded.shape
-    # horizontal runs of pixel edges at corner row R (pixel rows R-1 | R), row by row
-    first, past, h_sign = _runs((padded[1:, :] - padded[:-1, :]).reshape(-1))
-    row, h_c0 = np.divmod(first, cols)
-    horizontal = (row + 1, h_c0, past - row * cols, h_sign)
-    # vertical runs at corner column C (pixel columns C-1 | C), column by column
-    across = cv2.transpose(padded)  # columns as rows: numpy's .T copy is five times slower
-    first, past, v_sign = _runs((across[1:, :] - across[:-1, :]).reshape(-1))
-    col, v_r0 = np.divmod(first, rows)
-    vertical = (col + 1, v_r0, past - col * rows, v_sign)
-    return _outlines(cols, horizontal, vertical)
-
-
 def _column_edges(
     columns: Ints, starts: Ints, stops: Ints
 ) -> tuple[tuple[Ints, Ints, Ints, Ints], tuple[Ints, Ints, Ints, Ints]]:
-    """What :func:`_parts` finds in a raster, from a mask's foreground runs down its columns
-    (pixel rows ``starts[i] .. stops[i] - 1`` of pixel column ``columns[i]``, each run whole,
-    in any order): the horizontal runs of pixel edges (corner row, first and
-    past column, +1 where the foreground is below) in row order, and the vertical ones (corner
-    column, first and past row, +1 where the foreground is to the east) in column order. The
-    cost is the number of runs, not the mask's area."""
+    """From a mask's foreground runs down its columns (pixel rows ``starts[i] .. stops[i] - 1``
+    of pixel column ``columns[i]``, each run whole, in any order): the horizontal runs of pixel
+    edges (corner row, first and past column, +1 where the foreground is below) in row order,
+    and the vertical ones (corner column, first and past row, +1 where the foreground is to the
+    east) in column order. The cost is the number of runs, not the mask's area."""
     # a run's top edge is at corner row ``start`` (+1), its bottom edge at ``stop`` (-1); edges
     # of neighbouring columns at one corner row and with one sign make one horizontal run
     edge_row = np.concatenate((starts, stops))
@@ -207,8 +168,9 @@ def _column_edges(
 def _outlines(
     cols: int, horizontal: tuple[Ints, Ints, Ints, Ints], vertical: tuple[Ints, Ints, Ints, Ints]
 ) -> list[Ints]:
-    """:func:`_parts` from the runs of pixel edges (see :func:`_column_edges`), ``cols`` pixel
-    columns wide."""
+    """Each component's closed outline with its holes joined, as (n, 2) arrays of (x, y)
+    corners, components in raster order of their top-left pixel, from the runs of pixel edges
+    (:func:`_column_edges`) of a frame ``cols`` pixels wide."""
     stride = cols + 1  # corners per corner row
     h_y, c0, c1, sign = horizontal
     east = sign > 0  # foreground below: walked left to right; above: right to left
