@@ -273,10 +273,10 @@ def _annotation(
     rle: masks.Rle,
     origin: str,
     mask_format: str,
-    area: int | None = None,
-    box: list[int] | None = None,
-    polygon: Any = None,
-    untraced: list[tuple[dict[str, Any], masks.Rle]] | None = None,
+    area: int | None,
+    box: list[int] | None,
+    polygon: Any,
+    untraced: list[tuple[dict[str, Any], masks.Rle]],
 ) -> dict[str, Any]:
     """An output record: the original's keys, new mask, area and box, and provenance.
 
@@ -286,8 +286,8 @@ def _annotation(
     mask: ``polygon``, when it is a list of parts, is one whose rasterisation *is* the mask (a
     target annotation the paste left whole, or a pasted one's placed source polygon, all inside
     the frame) and is written as it is; any other mask is traced along pixel edges
-    (:mod:`cpgen.polygons`), later where ``untraced`` is given (the record and its RLE are added
-    to it). Crowd regions, and every mask with ``mask_format`` "rle", are compressed RLE.
+    (:mod:`cpgen.polygons`) by the caller: the record and its RLE are added to ``untraced``.
+    Crowd regions, and every mask with ``mask_format`` "rle", are compressed RLE.
     """
     box_only = masks.is_box_only(ann)
     record = {k: v for k, v in ann.items() if k not in ("id", "image_id", "cpgen")}
@@ -296,11 +296,9 @@ def _annotation(
         if mask_format == "polygon" and not ann["iscrowd"]:
             if isinstance(polygon, list):
                 record["segmentation"] = polygon
-            elif untraced is not None:
+            else:
                 record["segmentation"] = None
                 untraced.append((record, rle))
-            else:
-                record["segmentation"] = masks.rle_to_polygons(rle)
         else:
             record["segmentation"] = masks.rle_to_json(rle)
     record.update(
