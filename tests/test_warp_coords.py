@@ -86,3 +86,32 @@ def test_fused_multiply_add_rounds_once():
 
 def test_the_vector_block_is_a_known_simd_width():
     assert opencv_vector_block() in (8, 16, 32, 64, 128, 1 << 30)
+
+
+def test_warps_use_opencv_own_kernels_in_any_thread():
+    """cpgen's ops switch Intel IPP off in the thread they run in (a per-thread switch):
+    opencv-python hands warpAffine to IPP on AVX-512 CPUs, which rounds a coordinate halfway
+    between two pixels up, not to even as OpenCV's own kernel (and this module's model) does."""
+    import threading
+
+    import cv2
+
+    from cpgen.ops.paste import warp_mask
+
+    mask = np.tile(np.arange(200) % 2, (40, 1)).astype(np.uint8)  # odd columns set
+    placement = Placement(False, 0.5, 0.0, 0.0, 200, 40)  # column x reads 2x + 0.5
+    seen: list[object] = []
+
+    def run() -> None:
+        cv2.ipp.setUseIPP(True)  # as a fresh thread may have it
+        seen.append(warp_mask(mask, placement, 16, 72))
+        seen.append(cv2.ipp.useIPP())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    warped, ipp_on = seen
+    assert ipp_on is False
+    coords = column_coords(placement_inverse(placement), 72, 16)
+    assert np.array_equal(coords[:100], np.arange(100)[:72] * 2 + 0.5)  # all halfway
+    assert not warped.any()  # each to the even column of its two: all unset (IPP: all set)

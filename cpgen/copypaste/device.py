@@ -44,6 +44,7 @@ from cpgen.copypaste.options import CopyPasteOptions
 from cpgen.copypaste.shard import GenerateShard, run_generate_shard
 from cpgen.copypaste.sources import decode_bytes
 from cpgen.errors import UsageError
+from cpgen.ops import opencv_own_kernels
 from cpgen.ops.paste import FULL_ALPHA, Placement
 
 if TYPE_CHECKING:
@@ -322,6 +323,7 @@ def _blend(
     import cv2
     import torch
 
+    opencv_own_kernels()
     alpha_np = cv2.GaussianBlur(crop_mask.astype(np.float32), (0, 0), sigmaX=sigma)
     alpha = torch.from_numpy(alpha_np).to(device)
     band = (alpha < FULL_ALPHA) & union

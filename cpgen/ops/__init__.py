@@ -1,1 +1,23 @@
 """Pure array operations: explicit parameters in, arrays out; no I/O, no random numbers."""
+
+from __future__ import annotations
+
+import threading
+
+_THREAD = threading.local()
+
+
+def opencv_own_kernels() -> None:
+    """Make OpenCV use its own kernels in this thread, not Intel IPP's (a per-thread switch).
+
+    opencv-python's x86 wheels hand ``warpAffine`` (and other filters) to IPP where the CPU
+    suits it (AVX-512 machines, measured): IPP rounds halfway coordinates up rather than to even
+    and interpolates otherwise, so the same job gave other bytes there, and the torch paths,
+    which reproduce OpenCV's own kernels (:mod:`cpgen.ops.warp_coords`), no longer matched
+    them. OpenCV's own kernels give the same bytes on every x86 CPU this was measured on.
+    """
+    if not getattr(_THREAD, "own_kernels", False):
+        import cv2
+
+        cv2.ipp.setUseIPP(False)
+        _THREAD.own_kernels = True

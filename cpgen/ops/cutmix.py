@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from cpgen.ops import opencv_own_kernels
+
 Image = npt.NDArray[np.uint8]
 
 
@@ -105,4 +107,5 @@ def resize(image: Image, height: int, width: int) -> Image:
         return image
     shrinking = height <= h and width <= w
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    opencv_own_kernels()
     return cv2.resize(image, (width, height), interpolation=interpolation)

@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from cpgen.ops import opencv_own_kernels
+
 Image = npt.NDArray[np.uint8]
 Mask = npt.NDArray[np.uint8]
 
@@ -118,6 +120,7 @@ def warp_crop(source: Image, placement: Placement, rect: tuple[int, int, int, in
     Cost is proportional to the rect's area, not the frame's (bilinear, edges replicated).
     """
     x, y, w, h = rect
+    opencv_own_kernels()
     return cv2.warpAffine(
         source,
         placement.warp_matrix(x, y),
@@ -129,6 +132,7 @@ def warp_crop(source: Image, placement: Placement, rect: tuple[int, int, int, in
 
 def warp_mask(mask: Mask, placement: Placement, height: int, width: int) -> Mask:
     """A source-frame binary mask placed on a ``height`` x ``width`` target frame (nearest)."""
+    opencv_own_kernels()
     return cv2.warpAffine(
         np.ascontiguousarray(mask),
         placement.warp_matrix(),
@@ -163,6 +167,7 @@ def composite(
     if sigma <= 0:
         cv2.copyTo(pasted, pasted_mask, roi)
         return
+    opencv_own_kernels()
     alpha = cv2.GaussianBlur(pasted_mask.astype(np.float32), (0, 0), sigmaX=sigma)
     band = np.flatnonzero((alpha < FULL_ALPHA) & (pasted_mask != 0))  # indices into the crop
     rows, cols = np.divmod(band, w)

@@ -26,6 +26,7 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
+from cpgen.ops import opencv_own_kernels
 from cpgen.ops.paste import Placement
 
 Floats = npt.NDArray[np.float32]
@@ -141,6 +142,7 @@ def opencv_vector_block() -> int:
     """
     import cv2
 
+    opencv_own_kernels()
     source = np.arange(_PROBE_WIDTH, dtype=np.uint8)[None, :]
     observed = []
     for scale, offset in _PROBES:
