@@ -17,6 +17,7 @@ import numpy as np
 from cpgen import images, masks
 from cpgen.copypaste.options import CopyPasteOptions
 from cpgen.copypaste.sources import Selection, decode_bytes, target_segmentation
+from cpgen.datasets.coco_checks import usable_record
 from cpgen.ops.paste import (
     Placement,
     blur_radius,
@@ -183,6 +184,8 @@ def copy_paste(
     pasted: list[tuple[dict[str, Any], masks.Rle, int, Polygon | None]] = []
     for pos in params.instances:
         ann = pasteable[pos]
+        if isinstance(ann.get("segmentation"), bytes):  # a source's polygons are parsed here
+            ann = usable_record(ann)
         seg = selection.source_segmentation(ann, sh, sw)
         polygon = None
         if isinstance(seg, list):

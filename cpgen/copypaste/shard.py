@@ -109,10 +109,12 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
     per_category: Counter[str] = Counter()
     sources = job.source_images if job.pool else job.images
     run = job.cache[0] if job.cache[1] > 0 else None
-    target_anns = _usable(job.annotations, run and f"{run}:target")
+    # targets' records are parsed whole; a source's polygons only where drawn (in copy_paste)
+    targets = {t.target for t in job.tasks if t.background is None}
+    target_anns = _usable(job.annotations, run and f"{run}:target", None if job.pool else targets)
     source_anns = target_anns
     if job.pool:
-        source_anns = _usable(job.source_annotations, run and f"{run}:pool")
+        source_anns = _usable(job.source_annotations, run and f"{run}:pool", set())
     uses: Counter[tuple[str, str, int, int]] = Counter()
     for t in job.tasks:
         if t.background is None:
@@ -282,21 +284,32 @@ _USABLE_LOCK = threading.Lock()  # --device runs shards in threads
 
 
 def _usable(
-    annotations: dict[int, list[dict[str, Any]]], run: str | None = None
+    annotations: dict[int, list[dict[str, Any]]],
+    run: str | None = None,
+    parse: set[int] | None = None,
 ) -> dict[int, list[dict[str, Any]]]:
     """The shard's index records as the copy-paste code takes them (polygons parsed, cleaned).
 
-    With ``run`` (a name for the run and dataset) the records of the last ``USABLE_KEPT``
-    images are kept across the worker's shards: an image used by many outputs is parsed once.
+    Only the images at positions in ``parse`` (all when None) are parsed; the others' records
+    are given as they are (an image used only as a source: ``copy_paste`` parses the drawn
+    instances, a handful of its records). With ``run`` (a name for the run and dataset) the
+    parsed records of the last ``USABLE_KEPT`` images are kept across the worker's shards: an
+    image used by many outputs is parsed once.
     """
     if run is None:
-        return {p: [usable_record(a) for a in anns] for p, anns in annotations.items()}
+        return {
+            p: [usable_record(a) for a in anns] if parse is None or p in parse else anns
+            for p, anns in annotations.items()
+        }
     usable = {}
     with _USABLE_LOCK:
         if _USABLE and next(iter(_USABLE))[0].split(":")[0] != run.split(":")[0]:
             _USABLE.clear()  # another run: its files may differ
         for p, anns in annotations.items():
             records = _USABLE.get((run, p))
+            if records is None and parse is not None and p not in parse:
+                usable[p] = anns
+                continue
             if records is None:
                 records = _USABLE[(run, p)] = [usable_record(a) for a in anns]
                 if len(_USABLE) > USABLE_KEPT:
