@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from pycocotools import mask as cocomask
 
-from cpgen.polygons import mask_to_exact_polygons, runs_to_exact_polygons
+from cpgen.polygons import joined_runs_to_exact_polygons, mask_to_exact_polygons
 
 Rle = dict[str, Any]
 Mask = npt.NDArray[np.uint8]
@@ -296,24 +296,70 @@ def rle_to_polygons(rle: Rle) -> list[list[float]]:
 
 def rles_to_polygons(rles: Sequence[Rle]) -> list[list[list[float]]]:
     """``rle_to_polygons`` of each RLE, traced in one pass from the runs (no mask is drawn)."""
-    return runs_to_exact_polygons([column_runs(rle) for rle in rles], bboxes(rles))
+    if not rles:
+        return []
+    return joined_runs_to_exact_polygons(*joined_column_runs(rles), bboxes(rles))
+
+
+def joined_column_runs(rles: Sequence[Rle]) -> tuple[npt.NDArray[np.int64], ...]:
+    """:func:`column_runs` of several RLEs decoded together, laid end to end: pixel columns,
+    first rows, past rows, and which RLE each run belongs to."""
+    raw = [c.encode("ascii") if isinstance(c, str) else c for c in (r["counts"] for r in rles)]
+    values, owner = _joined_run_lengths(raw)
+    heights = np.array([int(r["size"][0]) for r in rles], dtype=np.int64)
+    ends = _segment_cumsum(values, owner)
+    fg = (np.arange(values.size) - _segment_starts(owner)[owner]) % 2 == 1  # odd runs: set
+    fg &= values > 0
+    ends, lengths, owner = ends[fg], values[fg], owner[fg]
+    height = heights[owner]
+    first_column, last_column = (ends - lengths) // height, (ends - 1) // height
+    spans = last_column - first_column + 1
+    run = np.repeat(np.arange(spans.size), spans)
+    columns = np.arange(run.size) - np.repeat(np.cumsum(spans) - spans, spans) + first_column[run]
+    height = height[run]
+    starts = np.where(columns == first_column[run], (ends - lengths)[run] % height, 0)
+    stops = np.where(columns == last_column[run], (ends[run] - 1) % height + 1, height)
+    return columns, starts, stops, owner[run]
+
+
+def _segment_starts(owner: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Where each segment of a sorted owner array starts (owners 0 .. max, none empty)."""
+    return np.searchsorted(owner, np.arange(int(owner[-1]) + 1 if owner.size else 0))
+
+
+def _segment_cumsum(
+    values: npt.NDArray[np.int64], owner: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """The running sum of ``values`` restarting at each owner's first element."""
+    total = np.cumsum(values)
+    before = total - values  # the sum before each element
+    return total - before[_segment_starts(owner)][owner]
+
+
+def _joined_run_lengths(raw: Sequence[bytes]) -> tuple[npt.NDArray[np.int64], ...]:
+    """:func:`run_lengths` of several compressed strings decoded in one pass: the counts laid
+    end to end and the string each came from (a count never spans two strings: each string
+    ends with a count's last chunk)."""
+    chars = np.frombuffer(b"".join(raw), np.uint8).astype(np.int64) - 48
+    last = np.flatnonzero((chars & 0x20) == 0)
+    first = np.concatenate(([0], last[:-1] + 1))
+    chunks = last - first + 1
+    place = np.arange(chars.size) - np.repeat(first, chunks)
+    values = np.add.reduceat((chars & 0x1F) << (5 * place), first)
+    values -= np.where(chars[last] & 0x10, np.int64(1) << (5 * chunks), 0)
+    string_ends = np.cumsum([len(r) for r in raw])
+    owner = np.searchsorted(string_ends, last, side="right")  # the string of each count
+    index = np.arange(values.size) - _segment_starts(owner)[owner]
+    for parity in (1, 0):  # from the fourth on, a count is stored as a difference
+        chosen = np.flatnonzero((index % 2 == parity) & (index >= 2 - parity))
+        values[chosen] = _segment_cumsum(values[chosen], owner[chosen])
+    return values, owner
 
 
 def column_runs(rle: Rle) -> tuple[npt.NDArray[np.int64], ...]:
     """The mask's foreground runs down its columns: pixel column, first row, past row of each
     (a run of the RLE that wraps past a column's end is split there)."""
-    height = int(rle["size"][0])
-    runs = run_lengths(rle["counts"])
-    ends = np.cumsum(runs)[1::2]  # the foreground runs: odd positions
-    lengths = runs[1::2]
-    ends, lengths = ends[lengths > 0], lengths[lengths > 0]
-    first_column, last_column = (ends - lengths) // height, (ends - 1) // height
-    spans = last_column - first_column + 1
-    run = np.repeat(np.arange(spans.size), spans)
-    columns = np.arange(run.size) - np.repeat(np.cumsum(spans) - spans, spans) + first_column[run]
-    starts = np.where(columns == first_column[run], (ends - lengths)[run] % height, 0)
-    stops = np.where(columns == last_column[run], (ends[run] - 1) % height + 1, height)
-    return columns, starts, stops
+    return joined_column_runs([rle])[:3]
 
 
 def run_lengths(counts: bytes) -> npt.NDArray[np.int64]:
@@ -323,18 +369,7 @@ def run_lengths(counts: bytes) -> npt.NDArray[np.int64]:
     group of 5-bit chunks (offset by 48; 0x20 continues the group, 0x10 in the last chunk is
     the sign), and from the fourth on it is stored as a difference to the count two before.
     """
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    chars = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
-    last = np.flatnonzero((chars & 0x20) == 0)  # each group's last chunk
-    first = np.concatenate(([0], last[:-1] + 1))
-    chunks = last - first + 1
-    place = np.arange(chars.size) - np.repeat(first, chunks)
-    values = np.add.reduceat((chars & 0x1F) << (5 * place), first)
-    values -= np.where(chars[last] & 0x10, np.int64(1) << (5 * chunks), 0)
-    values[1::2] = np.cumsum(values[1::2])  # 3 = x3 + 1, 5 = x5 + 3, ...
-    values[2::2] = np.cumsum(values[2::2])  # 4 = x4 + 2, 6 = x6 + 4, ...
-    return values
+    return _joined_run_lengths([counts.encode("ascii") if isinstance(counts, str) else counts])[0]
 
 
 def decode_box(rle: Rle, box: Sequence[int]) -> Mask:

@@ -86,29 +86,42 @@ def runs_to_exact_polygons(
     """``mask_to_exact_polygons`` of masks given as foreground runs down their columns: per
     mask, pixel columns, first rows and past rows of its runs (each run within one column),
     and its tight box ``(x, y, w, h)``; vertices in the same pixel coordinates. The cost is in
-    runs rather than pixels. The masks' boxes are stacked one above the other, a background row
-    apart, so no outline reaches another mask and each mask's parts come out as its own, in its
-    own order; the per-call numpy overhead is paid once for all of them."""
+    runs rather than pixels (:func:`joined_runs_to_exact_polygons`)."""
+    if not runs:
+        return []
+    owner = np.repeat(np.arange(len(runs)), [r[0].size for r in runs])
+    columns, starts, stops = (np.concatenate([r[i] for r in runs]) for i in range(3))
+    return joined_runs_to_exact_polygons(columns, starts, stops, owner, boxes)
+
+
+def joined_runs_to_exact_polygons(
+    columns: Ints, starts: Ints, stops: Ints, owner: Ints, boxes: Sequence[Sequence[int]]
+) -> list[list[list[float]]]:
+    """:func:`runs_to_exact_polygons` of the runs of several masks laid end to end, ``owner``
+    saying whose each run is. The masks' boxes are stacked one above the other, a background
+    row apart, so no outline reaches another mask and each mask's parts come out as its own, in
+    its own order; the per-call numpy overhead is paid once for all of them."""
     result: list[list[list[float]]] = [[] for _ in boxes]
-    used = [k for k, box in enumerate(boxes) if box[2] and box[3]]
-    if not used:
+    box = np.array(boxes, dtype=np.int64).reshape(-1, 4)
+    used = np.flatnonzero((box[:, 2] > 0) & (box[:, 3] > 0))
+    if used.size == 0:
         return result
-    width = max(int(boxes[k][2]) for k in used)
-    first_rows = np.cumsum([0] + [int(boxes[k][3]) + 1 for k in used]) + 1  # of each, padded
-    pieces: list[list[Ints]] = [[], [], []]
-    shifts = []
-    for k, row in zip(used, first_rows.tolist(), strict=False):
-        left, top = int(boxes[k][0]), int(boxes[k][1])
-        columns, starts, stops = runs[k]
-        # padded (r, c) is pixel (top + r - row, left + c - 1) of mask k
-        pieces[0].append(columns - (left - 1))
-        pieces[1].append(starts - (top - row))
-        pieces[2].append(stops - (top - row))
-        shifts.append(np.array([left - 1, top - row], np.int64))
-    horizontal, vertical = _column_edges(*(np.concatenate(p) for p in pieces))
+    width = int(box[used, 2].max())
+    # mask k's padded rows start at row[k]; padded (r, c) is pixel (top + r - row, left + c - 1)
+    row = np.zeros(len(boxes), np.int64)
+    first_rows = np.cumsum(np.concatenate(([0], box[used, 3] + 1))) + 1
+    row[used] = first_rows[:-1]
+    shift_x, shift_y = box[:, 0] - 1, box[:, 1] - row
+    keep = np.isin(owner, used) if used.size < len(boxes) else slice(None)
+    columns, starts, stops, owner = columns[keep], starts[keep], stops[keep], owner[keep]
+    horizontal, vertical = _column_edges(
+        columns - shift_x[owner], starts - shift_y[owner], stops - shift_y[owner]
+    )
     for part in _outlines(width + 2, horizontal, vertical):
-        owner = int(np.searchsorted(first_rows, part[0, 1], side="right")) - 1
-        result[used[owner]].append((part + shifts[owner]).reshape(-1).tolist())
+        k = int(used[int(np.searchsorted(first_rows, part[0, 1], side="right")) - 1])
+        part[:, 0] += shift_x[k]
+        part[:, 1] += shift_y[k]
+        result[k].append(part.reshape(-1).tolist())
     return result
 
 
@@ -136,7 +149,7 @@ def _column_edges(
     edge_row = np.concatenate((starts, stops))
     edge_column = np.concatenate((columns, columns))
     edge_sign = np.concatenate((np.ones_like(starts), -np.ones_like(stops)))
-    order = np.lexsort((edge_column, edge_row))
+    order = np.argsort(edge_row * (int(edge_column.max()) + 2) + edge_column, kind="stable")
     edge_row, edge_column, edge_sign = edge_row[order], edge_column[order], edge_sign[order]
     breaks = np.flatnonzero(
         (np.diff(edge_row) != 0) | (np.diff(edge_column) != 1) | (np.diff(edge_sign) != 0)
@@ -193,10 +206,18 @@ def _outlines(
     # one first met on a westward edge is a hole's (the bottom edge of the pixel above the
     # hole's top-left corner)
     label, ahead = _cycles(successor)
-    first_segments, loop_of, lengths = np.unique(label, return_inverse=True, return_counts=True)
-    length = lengths[loop_of]
-    walk = np.lexsort(((length - ahead) % length, loop_of))  # by loop, then place in the walk
-    corners = np.split(np.stack((start_x[walk], start_y[walk]), axis=1), np.cumsum(lengths)[:-1])
+    head = label == np.arange(label.size)  # each outline's first segment
+    first_segments = np.flatnonzero(head)
+    loop_of = (np.cumsum(head) - 1)[label]  # outlines numbered in order of first segments
+    lengths = np.bincount(loop_of, minlength=first_segments.size)
+    ends = np.cumsum(lengths)
+    # each segment's place: its outline's, then its place in the walk from the first segment
+    place = ends[loop_of] - lengths[loop_of] + (lengths[loop_of] - ahead) % lengths[loop_of]
+    walk = np.empty_like(place)
+    walk[place] = np.arange(place.size)
+    xy = np.stack((start_x[walk], start_y[walk]), axis=1)
+    bounds = [0, *ends.tolist()]
+    corners = [xy[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     is_hole = (~east[first_segments]).tolist()
     loop_of = loop_of.tolist()
 

@@ -56,6 +56,25 @@ def test_complement_from_the_runs_is_the_encoded_complement(case: Any) -> None:
     assert np.array_equal(cocomask.decode(complement), 1 - mask)
 
 
+@settings(max_examples=150, deadline=None)
+@given(st.lists(frames(), min_size=1, max_size=6))
+def test_runs_of_several_rles_decoded_together_are_each_ones_own(cases: list[Any]) -> None:
+    """One decode of many compressed strings (frames of other sizes, empty and full masks
+    among them) gives each RLE's own foreground runs down its columns, in its order."""
+    rles = [masks.encode(mask) for mask, _ in cases]
+    columns, starts, stops, owner = masks.joined_column_runs(rles)
+    assert np.all(np.diff(owner) >= 0)
+    for k, (mask, _) in enumerate(cases):
+        mine = owner == k
+        rebuilt = np.zeros(mask.shape[::-1], np.uint8)  # column-major, as the RLE runs
+        for c, a, b in zip(columns[mine], starts[mine], stops[mine], strict=True):
+            assert 0 <= a < b <= mask.shape[0]
+            rebuilt[c, a:b] = 1
+        assert np.array_equal(rebuilt.T, mask)
+        runs = masks.run_lengths(rles[k]["counts"])
+        assert runs.tolist() == masks.rle_string_counts(rles[k]["counts"].decode())
+
+
 def test_decode_box_of_large_runs_and_a_full_frame() -> None:
     """Counts above 2**15 take several 5-bit groups, and differences to the count two before
     may be negative: both decode as pycocotools does."""
