@@ -37,6 +37,7 @@ def _main(
 
 def main() -> None:
     """Console-script entry point."""
+    quiet_loky_tracker()
     try:
         app()
     except KeyboardInterrupt:  # Ctrl-C outside a command body
@@ -48,6 +49,22 @@ def main() -> None:
         if isinstance(exc.code, int) and exc.code > 128:
             _exit(exc.code)
         raise
+
+
+#: A warnings filter for loky's resource tracker (a process of its own, started with this
+#: process's environment): after an interrupted run ends without finalising (:func:`_exit`), it
+#: frees the semaphores the worker pool still had registered and says so on stderr, in two
+#: warnings, though nothing is left behind.
+LOKY_TRACKER_QUIET = "ignore:resource_tracker::joblib.externals.loky.backend.resource_tracker"
+
+
+def quiet_loky_tracker() -> None:
+    """Keep loky's resource tracker, started later by this process, from warning about the
+    pool's semaphores after an interrupted run (``LOKY_TRACKER_QUIET``, added to
+    ``PYTHONWARNINGS``, which it inherits); other warnings are untouched."""
+    current = os.environ.get("PYTHONWARNINGS", "")
+    if LOKY_TRACKER_QUIET not in current.split(","):
+        os.environ["PYTHONWARNINGS"] = f"{current},{LOKY_TRACKER_QUIET}".lstrip(",")
 
 
 def _exit(code: int) -> None:
