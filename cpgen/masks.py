@@ -304,12 +304,10 @@ def rles_to_polygons(rles: Sequence[Rle]) -> list[list[list[float]]]:
 def joined_column_runs(rles: Sequence[Rle]) -> tuple[npt.NDArray[np.int64], ...]:
     """:func:`column_runs` of several RLEs decoded together, laid end to end: pixel columns,
     first rows, past rows, and which RLE each run belongs to."""
-    raw = [c.encode("ascii") if isinstance(c, str) else c for c in (r["counts"] for r in rles)]
-    values, owner = _joined_run_lengths(raw)
+    values, owner, index = _joined_run_lengths([r["counts"] for r in rles])
     heights = np.array([int(r["size"][0]) for r in rles], dtype=np.int64)
     ends = _segment_cumsum(values, owner)
-    fg = (np.arange(values.size) - _segment_starts(owner)[owner]) % 2 == 1  # odd runs: set
-    fg &= values > 0
+    fg = (index % 2 == 1) & (values > 0)  # odd runs are the set ones
     ends, lengths, owner = ends[fg], values[fg], owner[fg]
     height = heights[owner]
     first_column, last_column = (ends - lengths) // height, (ends - 1) // height
@@ -323,7 +321,7 @@ def joined_column_runs(rles: Sequence[Rle]) -> tuple[npt.NDArray[np.int64], ...]
 
 
 def _segment_starts(owner: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """Where each segment of a sorted owner array starts (owners 0 .. max, none empty)."""
+    """Where each owner's segment of an ascending owner array starts (for owners 0 .. max)."""
     return np.searchsorted(owner, np.arange(int(owner[-1]) + 1 if owner.size else 0))
 
 
@@ -336,10 +334,11 @@ def _segment_cumsum(
     return total - before[_segment_starts(owner)][owner]
 
 
-def _joined_run_lengths(raw: Sequence[bytes]) -> tuple[npt.NDArray[np.int64], ...]:
+def _joined_run_lengths(counts: Sequence[bytes | str]) -> tuple[npt.NDArray[np.int64], ...]:
     """:func:`run_lengths` of several compressed strings decoded in one pass: the counts laid
-    end to end and the string each came from (a count never spans two strings: each string
-    ends with a count's last chunk)."""
+    end to end, the string each came from and its place in that string (a count never spans
+    two strings: each string ends with a count's last chunk)."""
+    raw = [c.encode("ascii") if isinstance(c, str) else c for c in counts]
     chars = np.frombuffer(b"".join(raw), np.uint8).astype(np.int64) - 48
     last = np.flatnonzero((chars & 0x20) == 0)
     first = np.concatenate(([0], last[:-1] + 1))
@@ -353,7 +352,7 @@ def _joined_run_lengths(raw: Sequence[bytes]) -> tuple[npt.NDArray[np.int64], ..
     for parity in (1, 0):  # from the fourth on, a count is stored as a difference
         chosen = np.flatnonzero((index % 2 == parity) & (index >= 2 - parity))
         values[chosen] = _segment_cumsum(values[chosen], owner[chosen])
-    return values, owner
+    return values, owner, index
 
 
 def column_runs(rle: Rle) -> tuple[npt.NDArray[np.int64], ...]:
@@ -369,7 +368,7 @@ def run_lengths(counts: bytes) -> npt.NDArray[np.int64]:
     group of 5-bit chunks (offset by 48; 0x20 continues the group, 0x10 in the last chunk is
     the sign), and from the fourth on it is stored as a difference to the count two before.
     """
-    return _joined_run_lengths([counts.encode("ascii") if isinstance(counts, str) else counts])[0]
+    return _joined_run_lengths([counts])[0]
 
 
 def decode_box(rle: Rle, box: Sequence[int]) -> Mask:
