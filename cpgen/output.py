@@ -243,10 +243,12 @@ def shard_path(out: Path, number: int) -> Path:
 
 
 def read_shard(out: Path, number: int) -> dict[str, Any]:
-    """A finished shard's status file (written atomically, so complete when present)."""
+    """A finished shard's status: its result file's first line (the file is written
+    atomically, so complete when present; copy-paste shards' records follow that line)."""
     path = shard_path(out, number)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with path.open(encoding="utf-8") as f:
+            return json.loads(f.readline())
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}", hint="start again with --overwrite") from None
 

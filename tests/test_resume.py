@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -76,6 +77,44 @@ def test_resume_with_other_options_names_the_difference(reference, tmp_path):
     assert result.exit_code == EXIT_USAGE
     assert "options.seed was 0, now 5" in result.stderr
     assert not (out / "annotations.json").exists()  # nothing touched
+
+
+def test_a_shard_is_one_file_its_status_then_its_records(reference, tmp_path):
+    """Each shard writes one result file (a file and its fsync cost as much as part of an
+    encode on some file systems): the status line, then the image and annotation records the
+    merge joins into ``annotations.json``, in that order."""
+    src, _ = reference
+    out = tmp_path / "out"
+    assert copypaste(src, out, *ARGS).exit_code == 0
+    shards = out / ".cpgen" / "shards"
+    assert sorted(p.name for p in shards.iterdir()) == [f"{n:06d}.json" for n in range(6)]
+    merged = json.loads((out / "annotations.json").read_text())
+    images, annotations = [], []
+    for path in sorted(shards.iterdir())[1:]:  # the generated shards, in order
+        status, *records = path.read_text().splitlines()
+        lines = json.loads(status)["lines"]
+        assert len(records) == lines["images"] + lines["annotations"]
+        images += map(json.loads, records[: lines["images"]])
+        annotations += map(json.loads, records[lines["images"] :])
+    assert len(images) == 70
+    assert merged["images"][-70:] == images
+    assert merged["annotations"][-len(annotations) :] == annotations
+
+
+def test_resume_of_a_run_with_shards_in_the_earlier_layout_is_refused(reference, tmp_path):
+    """A run interrupted under cpgen before one-file shards (its manifest has no
+    ``shard_format``) would be merged wrongly: refused, naming the difference."""
+    src, _ = reference
+    out = tmp_path / "out"
+    assert copypaste(src, out, *ARGS).exit_code == 0
+    crash(out, 2)
+    manifest_path = out / ".cpgen" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["shard_format"]
+    manifest_path.write_text(json.dumps(manifest))
+    result = copypaste(src, out, *ARGS, "--resume")
+    assert result.exit_code == EXIT_USAGE
+    assert "shard_format was null, now 2" in result.stderr
 
 
 def test_resume_after_the_source_changed_is_refused(reference, tmp_path):
