@@ -11,15 +11,13 @@ it is the overhead of everything else (planning, drawing boxes, the copy, labels
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from bench.common import interleaved_medians, report
+from bench.common import interleaved_medians, report, scratch
 from cpgen import cutmix
 from cpgen.datasets import folders
 
@@ -46,13 +44,10 @@ def cutmix_floor(index: folders.FolderIndex, tasks: list[cutmix.CutMixTask], qua
 
 def cutmix_run(index: folders.FolderIndex, options: cutmix.CutMixOptions, workers: int) -> float:
     """Seconds for a whole cpgen cutmix run (plan, workers, merge) into a temporary folder."""
-    out = Path(tempfile.mkdtemp(prefix="cpgen-bench-")) / "out"
-    try:
-        start = time.perf_counter()
-        cutmix.run(index, out, options, cutmix.RunOptions(workers=workers))
-        return time.perf_counter() - start
-    finally:
-        shutil.rmtree(out.parent)
+    out = scratch("cutmix-") / "out"
+    start = time.perf_counter()
+    cutmix.run(index, out, options, cutmix.RunOptions(workers=workers))
+    return time.perf_counter() - start
 
 
 def bench_cutmix(src: Path, num_images: int, repeats: int = 3) -> dict[str, float]:
