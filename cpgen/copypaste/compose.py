@@ -8,7 +8,7 @@ output records with their provenance.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,9 @@ class Generated:
     params: CopyPasteParams
     drawn_ids: list[Any]  # ids of the source annotations drawn for pasting
     dropped: int  # target annotations dropped as hidden
+    #: records still to trace, with their masks (``copy_paste(..., trace=False)``): pass them
+    #: to :func:`trace` before the records are used
+    untraced: list[tuple[dict[str, Any], masks.Rle]] = field(default_factory=list)
 
 
 class Pixels:
@@ -165,6 +168,8 @@ def copy_paste(
     reduction: int = 1,
     selection: Selection | None = None,
     pixels: Pixels = CPU_PIXELS,
+    *,
+    trace_masks: bool = True,
 ) -> Generated:
     """Paste the drawn subset of the source's non-crowd instances onto the target.
 
@@ -174,6 +179,8 @@ def copy_paste(
     dropped) then the pasted ones, each with its ``cpgen`` provenance; ``id`` and ``image_id``
     are left for the merge to assign. ``selection`` says which source instances can be pasted
     and how (default: every non-crowd one, by its mask). ``pixels`` paints the pasted pixels.
+    With ``trace_masks`` False, the records whose polygon must be traced are left in
+    ``Generated.untraced`` for the caller to :func:`trace` (several outputs' at once cost less).
     """
     th, tw = target.shape[:2]
     sw, sh = source_size if source_size is not None else (source.shape[1], source.shape[0])
@@ -250,12 +257,20 @@ def copy_paste(
             record["category_id"] = selection.output_category(ann["category_id"])
             record["cpgen"]["dataset"] = selection.dataset
         annotations.append(record)
-    if untraced:  # traced together: one numpy pass for the output's masks
+    if trace_masks:
+        trace(untraced)
+        untraced = []
+    drawn_ids = [pasteable[i]["id"] for i in params.instances]
+    return Generated(target, annotations, params, drawn_ids, dropped, untraced)
+
+
+def trace(untraced: Sequence[tuple[dict[str, Any], masks.Rle]]) -> None:
+    """Give each record its RLE's exact polygon, traced along pixel edges; all in one numpy
+    pass (the tracer's cost is mostly per call below a dozen masks)."""
+    if untraced:
         traced = masks.rles_to_polygons([rle for _, rle in untraced])
         for (record, _), parts in zip(untraced, traced, strict=True):
             record["segmentation"] = parts
-    drawn_ids = [pasteable[i]["id"] for i in params.instances]
-    return Generated(target, annotations, params, drawn_ids, dropped)
 
 
 def _boxes_overlap(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> bool:

@@ -24,6 +24,7 @@ from cpgen.copypaste.compose import (
     copy_paste,
     draw_params,
     source_reduction,
+    trace,
 )
 from cpgen.copypaste.options import CopyPasteOptions
 from cpgen.copypaste.sources import WORKER_IMAGES, ImageRef, Selection, ShardImages, image_path
@@ -32,6 +33,10 @@ from cpgen.datasets import coco
 from cpgen.datasets.coco_checks import usable_record
 from cpgen.files import naming
 from cpgen.plan import CopyPasteTask
+
+#: Masks traced in one call: outputs' records wait until this many need tracing (the tracer's
+#: cost is mostly per call for a few masks; past a dozen its sorts cost more per mask)
+TRACE_BATCH = 12
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,15 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
         allow_cache_growth(job.cache[1])
     worker = WORKER_IMAGES if job.cache[1] > 0 else None
     cache = ShardImages(uses, worker=worker, later=job.later, decode=pixels.decode)
+    # written outputs' records and those of them still to trace
+    waiting: list[tuple[list[dict[str, Any]], list[tuple[dict[str, Any], masks.Rle]]]] = []
+
+    def flush() -> None:
+        """Trace the waiting outputs' masks together, then write their records, in order."""
+        trace([u for _, untraced in waiting for u in untraced])
+        ann_lines.extend(output.dumps(ann) for records, _ in waiting for ann in records)
+        waiting.clear()
+
     for task in job.tasks:
         source_ref = sources[task.source]
         on_background = task.background is not None
@@ -181,6 +195,7 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
             reduction,
             job.selection,
             pixels,
+            trace_masks=False,
         )
         file_name = output_name(job.gen_dir, task.index)
         pixels.write(out / "images" / file_name, generated.image, job.options.quality)
@@ -208,14 +223,17 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
         )
         for j, ann in enumerate(generated.annotations):
             ann["id"], ann["image_id"] = job.ids.annotation(task.index, j), image_id
-            ann_lines.append(output.dumps(ann))
             if ann["cpgen"]["from"] == "source":
                 counts["pasted_instances"] += 1
                 per_category[str(ann["category_id"])] += 1
+        waiting.append((generated.annotations, generated.untraced))
+        if sum(len(untraced) for _, untraced in waiting) >= TRACE_BATCH:
+            flush()
         counts["generated"] += 1
         counts["generated_annotations"] += len(generated.annotations)
         counts["dropped_target_annotations"] += generated.dropped
         result.done += 1
+    flush()
     counts["pasted_per_category"] = dict(per_category)
     pixels.finish(
         lambda: write_shard(out, job.number, "generated", result, image_lines, ann_lines, counts)
