@@ -165,7 +165,7 @@ def _column_edges(
     event_change = np.concatenate((one, -one, -one, one))
     rows = int(stops.max()) + 1
     key = event_column * rows + event_row
-    order = np.argsort(key)
+    order = np.argsort(key, kind="stable")  # runs of sorted keys: merged, not sorted again
     key = key[order]
     first = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
     change = np.add.reduceat(event_change[order], first)  # events at one place, summed
@@ -269,20 +269,20 @@ def _cycles(successor: Ints) -> tuple[Ints, Ints]:
 
 def _successors(start: Ints, end: Ints, direction: Ints) -> Ints:
     """For each segment, the segment that continues its outline: the one starting where it
-    ends, turning left if there is one (two pixels touching at a corner), else right."""
-    keys = start * 4 + direction
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
+    ends, turning left if there is one (two pixels touching at a corner), else right.
 
-    def find(wanted: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        at = np.minimum(np.searchsorted(sorted_keys, wanted), len(sorted_keys) - 1)
-        return np.where(sorted_keys[at] == wanted, order[at], -1)
-
-    left = find(end * 4 + (direction - 1) % 4)
-    right = find(end * 4 + (direction + 1) % 4)
-    successor = np.where(left >= 0, left, right)
-    if (successor < 0).any():  # cannot happen for edges of a binary image
+    Segments are maximal straight runs, so the next one turns. A corner has as many segments
+    ending as starting there: one each, or two each where two pixels touch diagonally, and then
+    both turn left. So sorting the segments by start corner then direction, and by end corner
+    then the direction a left turn takes, lists the same corners in the same order, and pairs
+    each segment with its successor (two sorts, no search).
+    """
+    starting = np.argsort(start * 4 + direction, kind="stable")
+    ending = np.argsort(end * 4 + (direction - 1) % 4, kind="stable")
+    if not np.array_equal(start[starting], end[ending]):  # cannot happen: outlines are closed
         raise AssertionError("open outline")
+    successor = np.empty_like(starting)
+    successor[ending] = starting
     return successor
 
 
