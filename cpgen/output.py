@@ -26,9 +26,13 @@ SHARDS = "shards"
 _PROGRESS_KEYS = ("state", "summary")
 
 
+#: one encoder for every record (``json.dumps`` with options builds a new one per call)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(obj: Any) -> str:
     """Compact, deterministic JSON (key order as built, no NaN)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(obj)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -205,7 +205,16 @@ def _outlines(
     # on an eastward edge is a component's outer outline (the top edge of its top-left pixel),
     # one first met on a westward edge is a hole's (the bottom edge of the pixel above the
     # hole's top-left corner)
-    label, ahead = _cycles(successor)
+    # outlines alternate horizontal and vertical segments (both are maximal straight runs), so
+    # their cycles are found on the horizontal ones alone, two steps at a time: half the
+    # elements, one pass fewer; a vertical one is a step before its successor
+    turns = h_y.size
+    across, back = successor[:turns], successor[turns:]
+    if (across < turns).any() or (back >= turns).any():  # cannot happen: they turn
+        raise AssertionError("outline does not alternate")
+    label_h, ahead_h = _cycles(successor[across])
+    label = np.concatenate((label_h, label_h[back]))
+    ahead = np.concatenate((2 * ahead_h, 1 + 2 * ahead_h[back]))
     head = label == np.arange(label.size)  # each outline's first segment
     first_segments = np.flatnonzero(head)
     loop_of = (np.cumsum(head) - 1)[label]  # outlines numbered in order of first segments
