@@ -3,8 +3,10 @@ categories, rotation): run the CLI, decode what it wrote, re-derive a pasted ins
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,13 @@ from typer.testing import CliRunner
 
 from cpgen import masks, validate
 from cpgen.cli import app
+from cpgen.copypaste import CopyPasteOptions
+from cpgen.copypaste.compose import Generated, copy_paste, draw_params
 from cpgen.datasets import coco
+from cpgen.datasets.coco_checks import usable_record
 from cpgen.ops.paste import Placement
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "coco"
 
 runner = CliRunner()
 
@@ -107,3 +114,57 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@dataclass
+class ExamplePair:
+    """A target and a source image of ``examples/coco``, decoded, with their records (the
+    target's as copy-paste takes them, the source's as the index keeps them)."""
+
+    seed: int
+    target: np.ndarray
+    source: np.ndarray
+    target_size: tuple[int, int]
+    source_size: tuple[int, int]
+    target_anns: list[dict[str, Any]]
+    source_records: list[dict[str, Any]]
+
+    def paste(
+        self, options: CopyPasteOptions, source_anns: list[dict[str, Any]], **kwargs: Any
+    ) -> Generated:
+        """``copy_paste`` onto a copy of the target, drawn with the pair's seed."""
+        params = draw_params(self.seed, source_anns, self.source_size, self.target_size, options)
+        return copy_paste(
+            params,
+            self.target.copy(),
+            copy.deepcopy(self.target_anns),
+            self.source,
+            source_anns,
+            options,
+            self.source_size,
+            **kwargs,
+        )
+
+
+def example_pairs() -> list[ExamplePair]:
+    """Each example image with two or more annotations as a target, the next one as its
+    source."""
+    index = coco.load(coco.find_layout(EXAMPLES))
+    refs = [p for p, anns in enumerate(index.anns_by_image) if len(anns) >= 2]
+    pairs = []
+    for seed, (target, source) in enumerate(zip(refs, refs[1:] + refs[:1], strict=True)):
+        records = [index.images[target], index.images[source]]
+        pixels = [cv2.imread(str(index.files.images / r["file_name"])) for r in records]
+        target_size, source_size = [(r["width"], r["height"]) for r in records]
+        pairs.append(
+            ExamplePair(
+                seed,
+                pixels[0],
+                pixels[1],
+                target_size,
+                source_size,
+                [usable_record(a) for a in index.anns_by_image[target]],
+                index.anns_by_image[source],
+            )
+        )
+    return pairs
