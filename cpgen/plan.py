@@ -100,3 +100,56 @@ def plan_copypaste(
 def shard(items: Sequence[T], size: int) -> list[list[T]]:
     """Consecutive groups of ``size`` items (the last may be shorter)."""
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+#: Tasks grouped by :func:`affinity_shards` at a time (a multiple of the shard size): a block's
+#: shards hold only its outputs, so the merge restores output order a block at a time, with at
+#: most this / shard size files open.
+AFFINITY_BLOCK = 4096
+
+
+def affinity_shards(
+    tasks: Sequence[CopyPasteTask], size: int, *, pool: bool = False, block: int = AFFINITY_BLOCK
+) -> list[list[CopyPasteTask]]:
+    """Groups of ``size`` tasks (each in output order) in which tasks that read the same image
+    tend to be together, so that a shard decodes it once for all of them whichever worker runs
+    it. Consecutive outputs share no image when each is used about once (one output per image:
+    each is one output's target and about one other's source), and two workers would then decode
+    half the images twice.
+
+    Within each block of ``block`` consecutive tasks, the tasks are ordered depth first through
+    the images they share (target images, and source images: the dataset's, or with ``pool`` the
+    pool's), starting from the first task not yet ordered, lowest first at every step; shards are
+    consecutive groups of that order. A pure function of the tasks, the same on every run and
+    resume; where no two tasks share an image it gives consecutive groups.
+    """
+    groups: list[list[CopyPasteTask]] = []
+    for begin in range(0, len(tasks), block):
+        part = tasks[begin : begin + block]
+        keys = [_image_keys(t, pool) for t in part]
+        sharing: dict[tuple[str, int], list[int]] = {}
+        for i, own in enumerate(keys):
+            for key in own:
+                sharing.setdefault(key, []).append(i)
+        taken = bytearray(len(part))
+        order: list[int] = []
+        for first in range(len(part)):
+            stack = [first]
+            while stack:
+                i = stack.pop()
+                if taken[i]:
+                    continue
+                taken[i] = 1
+                order.append(i)
+                for key in reversed(keys[i]):  # its source's sharers first, lowest first
+                    stack.extend(j for j in reversed(sharing[key]) if not taken[j])
+        groups += [
+            [part[i] for i in sorted(order[k : k + size])] for k in range(0, len(order), size)
+        ]
+    return groups
+
+
+def _image_keys(task: CopyPasteTask, pool: bool) -> list[tuple[str, int]]:
+    """The images a task reads: its source, then its target (or background)."""
+    target = ("b", task.background) if task.background is not None else ("t", task.target)
+    return [("s" if pool else "t", task.source), target]

@@ -168,3 +168,22 @@ def example_pairs() -> list[ExamplePair]:
             )
         )
     return pairs
+
+
+def unfinish_shards(out: Path, keep: int) -> list[Path]:
+    """Leave OUT as a kill after its first ``keep`` shards could: the later shards' result files
+    gone. Returns the generated images those shards had written, which a resume writes again
+    (a shard's outputs are not consecutive: ``plan.affinity_shards``)."""
+    unfinished: list[Path] = []
+    for number, path in enumerate(sorted((out / ".cpgen" / "shards").glob("*.json"))):
+        if number < keep:
+            continue
+        status_line, *records = path.read_text(encoding="utf-8").splitlines()
+        status = json.loads(status_line)
+        if status["kind"] == "generated":
+            for record in records[: status["lines"]["images"]]:
+                unfinished.append(
+                    out / "images" / json.loads(record.partition("\t")[2])["file_name"]
+                )
+        path.unlink()
+    return sorted(unfinished)

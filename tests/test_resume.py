@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from cpgen.cli import app
 from cpgen.errors import EXIT_INTERRUPTED, EXIT_USAGE
 from tests.conftest import make_coco
+from tests.copypaste_helpers import unfinish_shards
 from tests.test_copypaste_e2e import tree_bytes
 from tests.test_faults import start, wait_for_shards
 
@@ -38,15 +39,12 @@ def reference(tmp_path) -> tuple[Path, dict[str, bytes]]:
 def crash(out: Path, keep_shards: int) -> None:
     """Leave OUT as a kill could: later shards unfinished, half-written files lying around.
 
-    Shard 0 places the originals; shard k >= 1 generates outputs 16(k-1) .. 16k-1. A shard's
-    result file is written after its images, so only unfinished shards have damaged images.
+    Shard 0 places the originals; shards 1 .. 5 generate 70 outputs. A shard's result file is
+    written after its images, so only unfinished shards have damaged images.
     """
-    for shard in sorted((out / ".cpgen" / "shards").glob("*.json"))[keep_shards:]:
-        shard.unlink()
+    unfinished = unfinish_shards(out, keep_shards)
     (out / "annotations.json").unlink()
     (out / ".annotations.json.x1y2.tmp").write_text('{"images": [')
-    first_unfinished = max(0, keep_shards - 1) * 16
-    unfinished = sorted((out / "images" / "cpgen").glob("*.jpg"))[first_unfinished:]
     if unfinished:
         unfinished[0].write_bytes(unfinished[0].read_bytes()[:100])
         (unfinished[0].parent / f".{unfinished[0].name}.abc.tmp").write_bytes(b"\xff\xd8")
@@ -81,29 +79,39 @@ def test_resume_with_other_options_names_the_difference(reference, tmp_path):
 
 def test_a_shard_is_one_file_its_status_then_its_records(reference, tmp_path):
     """Each shard writes one result file (a file and its fsync cost as much as part of an
-    encode on some file systems): the status line, then the image and annotation records the
-    merge joins into ``annotations.json``, in that order."""
+    encode on some file systems): the status line, then the image and annotation records, each
+    led by its output's index; the merge puts them in output order."""
     src, _ = reference
     out = tmp_path / "out"
     assert copypaste(src, out, *ARGS).exit_code == 0
     shards = out / ".cpgen" / "shards"
     assert sorted(p.name for p in shards.iterdir()) == [f"{n:06d}.json" for n in range(6)]
     merged = json.loads((out / "annotations.json").read_text())
-    images, annotations = [], []
-    for path in sorted(shards.iterdir())[1:]:  # the generated shards, in order
+    images, annotations = {}, {}
+    for path in sorted(shards.iterdir())[1:]:  # the generated shards
         status, *records = path.read_text().splitlines()
         lines = json.loads(status)["lines"]
         assert len(records) == lines["images"] + lines["annotations"]
-        images += map(json.loads, records[: lines["images"]])
-        annotations += map(json.loads, records[lines["images"] :])
-    assert len(images) == 70
-    assert merged["images"][-70:] == images
-    assert merged["annotations"][-len(annotations) :] == annotations
+        indices = []
+        for k, line in enumerate(records):
+            index, _, text = line.partition("\t")
+            record = json.loads(text)
+            if k < lines["images"]:
+                indices.append(int(index))
+                images[int(index)] = record
+            else:
+                annotations.setdefault(int(index), []).append(record)
+        assert indices == sorted(indices)  # a shard's outputs in order
+    assert sorted(images) == list(range(70))
+    assert merged["images"][-70:] == [images[i] for i in range(70)]
+    generated = [a for i in range(70) for a in annotations.get(i, [])]
+    assert merged["annotations"][-len(generated) :] == generated
 
 
 def test_resume_of_a_run_with_shards_in_the_earlier_layout_is_refused(reference, tmp_path):
-    """A run interrupted under cpgen before one-file shards (its manifest has no
-    ``shard_format``) would be merged wrongly: refused, naming the difference."""
+    """A run interrupted under cpgen before one-file shards of outputs grouped by the images
+    they share (its manifest has no ``shard_format``) would be merged wrongly: refused, naming
+    the difference."""
     src, _ = reference
     out = tmp_path / "out"
     assert copypaste(src, out, *ARGS).exit_code == 0
@@ -114,7 +122,7 @@ def test_resume_of_a_run_with_shards_in_the_earlier_layout_is_refused(reference,
     manifest_path.write_text(json.dumps(manifest))
     result = copypaste(src, out, *ARGS, "--resume")
     assert result.exit_code == EXIT_USAGE
-    assert "shard_format was null, now 2" in result.stderr
+    assert "shard_format was null, now 3" in result.stderr
 
 
 def test_resume_after_the_source_changed_is_refused(reference, tmp_path):

@@ -134,12 +134,14 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
     worker = WORKER_IMAGES if job.cache[1] > 0 else None
     cache = ShardImages(uses, worker=worker, later=job.later, decode=pixels.decode)
     # written outputs' records and those of them still to trace
-    waiting: list[tuple[list[dict[str, Any]], list[tuple[dict[str, Any], masks.Rle]]]] = []
+    waiting: list[tuple[int, list[dict[str, Any]], list[tuple[dict[str, Any], masks.Rle]]]] = []
 
     def flush() -> None:
         """Trace the waiting outputs' masks together, then write their records, in order."""
-        trace([u for _, untraced in waiting for u in untraced])
-        ann_lines.extend(output.dumps(ann) for records, _ in waiting for ann in records)
+        trace([u for _, _, untraced in waiting for u in untraced])
+        ann_lines.extend(
+            f"{index}\t{output.dumps(ann)}" for index, records, _ in waiting for ann in records
+        )
         waiting.clear()
 
     for task in job.tasks:
@@ -206,7 +208,8 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
             else {"target_id": target_ref.id}
         )
         image_lines.append(
-            output.dumps(
+            f"{task.index}\t"  # the merge puts outputs in order by it
+            + output.dumps(
                 {
                     "id": image_id,
                     "file_name": file_name,
@@ -226,8 +229,8 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
             if ann["cpgen"]["from"] == "source":
                 counts["pasted_instances"] += 1
                 per_category[str(ann["category_id"])] += 1
-        waiting.append((generated.annotations, generated.untraced))
-        if sum(len(untraced) for _, untraced in waiting) >= TRACE_BATCH:
+        waiting.append((task.index, generated.annotations, generated.untraced))
+        if sum(len(untraced) for _, _, untraced in waiting) >= TRACE_BATCH:
             flush()
         counts["generated"] += 1
         counts["generated_annotations"] += len(generated.annotations)
@@ -351,10 +354,12 @@ def output_name(gen_dir: str, index: int) -> str:
     return f"{gen_dir}/{index:06d}.jpg"
 
 
-#: What a copy-paste shard's result file holds (recorded in the manifest, so ``--resume``
-#: refuses a run whose finished shards were written in another layout): 2 = one file, its
-#: status on the first line, then its image records, then its annotation records.
-SHARD_FORMAT = 2
+#: What a copy-paste shard holds and its result file says (recorded in the manifest, so
+#: ``--resume`` refuses a run whose finished shards were made otherwise): 3 = the outputs of
+#: ``plan.affinity_shards``; one file, its status on the first line, then its image records,
+#: then its annotation records, each line led by its output's index (generated) or its image's
+#: position (originals) and a tab.
+SHARD_FORMAT = 3
 
 
 def write_shard(

@@ -307,14 +307,14 @@ class ShardImages:
         """Pixels of ``ref`` (not to be modified) and the reduction they were decoded at."""
         self.remaining[ref.key] -= 1
         last = self.remaining[ref.key] <= 0
-        for key in ((*ref.key, reduction), (*ref.key, 1)):
-            if key in self.decoded:
-                pixels = self.decoded.pop(key) if last else self.decoded[key]
-                if last:
-                    self.used -= pixels.nbytes
-                else:
-                    self.decoded.move_to_end(key)
-                return pixels, key[-1]
+        key = (*ref.key, reduction)
+        if key in self.decoded:
+            pixels = self.decoded.pop(key) if last else self.decoded[key]
+            if last:
+                self.used -= pixels.nbytes
+            else:
+                self.decoded.move_to_end(key)
+            return pixels, reduction
         if self.worker is None:
             pixels, reduction = decode_image(ref, reduction, self.decode)
         else:

@@ -1,0 +1,76 @@
+"""Shards group the outputs that read the same images (``plan.affinity_shards``), so that an
+image used by several outputs is decoded once for them whichever worker runs the shard; and
+what an output is made of never depends on what else its shard reads."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from cpgen.copypaste.sources import ImageRef, ShardImages, decode_image, refs
+from cpgen.datasets import coco
+from cpgen.plan import CopyPasteTask, affinity_shards, shard
+from tests.copypaste_helpers import EXAMPLES
+
+Shards = list[list[CopyPasteTask]]
+
+
+def each_image_once(images: int, seed: int = 0) -> list[CopyPasteTask]:
+    """One output per image (its target), each with a random other image as its source."""
+    rng = random.Random(seed)
+    return [
+        CopyPasteTask(i, i, (i + 1 + rng.randrange(images - 1)) % images, i) for i in range(images)
+    ]
+
+
+def decodes(shards: Shards) -> int:
+    """Images decoded if each shard decodes the images it reads once (no cache across shards)."""
+    return sum(len({t.target for t in s} | {t.source for t in s}) for s in shards)
+
+
+def test_every_task_once_in_output_order_within_its_block() -> None:
+    tasks = each_image_once(1000)
+    shards = affinity_shards(tasks, 16, block=256)
+    assert sorted(t.index for s in shards for t in s) == list(range(1000))
+    for s in shards:
+        assert [t.index for t in s] == sorted(t.index for t in s)
+        assert len({t.index // 256 for t in s}) == 1  # a block's shards hold its outputs alone
+    assert [len(s) for s in shards] == ([16] * 16 + [16] * 16 + [16] * 16 + [16] * 14 + [8])[
+        : len(shards)
+    ]
+    assert affinity_shards(tasks, 16, block=256) == shards  # a function of the tasks alone
+
+
+def test_outputs_sharing_images_share_shards() -> None:
+    """2,000 outputs each using one image as target and about one as source: consecutive
+    shards read about two distinct images per output, affinity shards about 1.2."""
+    tasks = each_image_once(2000)
+    grouped, consecutive = affinity_shards(tasks, 16), shard(tasks, 16)
+    assert decodes(consecutive) > 3800
+    assert decodes(grouped) < 2500
+
+
+def test_pool_sources_are_other_images_than_targets() -> None:
+    """Task i targets dataset image i and takes image i + 16 (mod 32) as its source: the
+    dataset's image i + 16 (task i + 16's target) groups the two; a pool's image i + 16 is
+    another image, shared with no task, so the shards are consecutive."""
+    tasks = [CopyPasteTask(i, i, (i + 16) % 32, i) for i in range(32)]
+    assert affinity_shards(tasks, 16, pool=True) == shard(tasks, 16)
+    grouped = affinity_shards(tasks, 16)
+    assert {0, 16} <= {t.index for t in grouped[0]}
+
+
+def test_a_source_is_decoded_at_its_own_reduction_even_when_its_shard_has_it_whole() -> None:
+    """A shard that reads an image whole (a target) and reduced (a source drawn small) decodes
+    it twice: the source's pixels are those of its reduction, so an output never depends on
+    which others share its shard."""
+    index = coco.load(coco.find_layout(EXAMPLES))
+    ref: ImageRef = next(iter(refs(index, [0]).values()))
+    cache = ShardImages(Counter({ref.key: 2}))
+    whole = cache.take(ref)
+    reduced, reduction = cache.get(ref, 2)
+    assert reduction == 2
+    assert reduced.shape[:2] == ((ref.height + 1) // 2, (ref.width + 1) // 2)
+    expected, _ = decode_image(ref, 2)
+    assert (reduced == expected).all()
+    assert whole.shape[:2] == (ref.height, ref.width)
