@@ -142,7 +142,9 @@ def affinity_shards(
                 taken[i] = 1
                 order.append(i)
                 for key in reversed(keys[i]):  # its source's sharers first, lowest first
-                    stack.extend(j for j in reversed(sharing[key]) if not taken[j])
+                    # each image's sharers are stacked once (an image many outputs read would
+                    # otherwise be scanned by each of them)
+                    stack.extend(j for j in reversed(sharing.pop(key, ())) if not taken[j])
         groups += [
             [part[i] for i in sorted(order[k : k + size])] for k in range(0, len(order), size)
         ]
