@@ -20,8 +20,9 @@ def scratch(prefix: str) -> Path:
     """A new empty folder (a run's output, a case's data), deleted only when the bench ends.
 
     Not before: on ext4 without a journal (this project's VM), the inode allocator checks and
-    skips every inode freed in about the last half minute, so right after thousands of files
-    are deleted each new file costs 0.2-0.7 ms of kernel CPU, against 0.02-0.04 ms otherwise.
+    skips recently freed inodes, so for a while after thousands of files are deleted (minutes
+    after tens of thousands) each new file costs 0.2-0.8 ms of kernel CPU, against 0.02-0.04 ms
+    otherwise.
     Deleting one round's output before the next would bill that to cpgen (the floor writes
     nothing). ``file_creation_ms`` shows what creating a file costs where the bench writes.
     """

@@ -152,6 +152,7 @@ def affinity_shards(
 
 
 def _image_keys(task: CopyPasteTask, pool: bool) -> list[tuple[str, int]]:
-    """The images a task reads: its source, then its target (or background)."""
-    target = ("b", task.background) if task.background is not None else ("t", task.target)
-    return [("s" if pool else "t", task.source), target]
+    """The images a shard decodes for a task: its source, then its target (a background photo
+    is read for each use, so sharing one saves nothing)."""
+    source = ("s" if pool else "t", task.source)
+    return [source] if task.background is not None else [source, ("t", task.target)]

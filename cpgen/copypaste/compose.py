@@ -42,7 +42,7 @@ class Generated:
     params: CopyPasteParams
     drawn_ids: list[Any]  # ids of the source annotations drawn for pasting
     dropped: int  # target annotations dropped as hidden
-    #: records still to trace, with their masks (``copy_paste(..., trace=False)``): pass them
+    #: records still to trace, with their masks (``copy_paste(..., trace_masks=False)``): pass them
     #: to :func:`trace` before the records are used
     untraced: list[tuple[dict[str, Any], masks.Rle]] = field(default_factory=list)
 
