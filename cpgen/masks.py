@@ -216,7 +216,7 @@ def segmentations_to_rles(segmentations: Sequence[Any], height: int, width: int)
     owners: list[int] = []
     for k, seg in enumerate(segmentations):
         if isinstance(seg, list):
-            parts.extend(list(p) for p in seg)
+            parts.extend(seg)  # read, not kept: pycocotools copies each part into an array
             owners.extend([k] * len(seg))
     pieces: list[list[Rle]] = [[] for _ in segmentations]
     if parts:
@@ -238,6 +238,13 @@ def bboxes(rles: Sequence[Rle]) -> list[list[int]]:
     if not rles:
         return []
     return cocomask.toBbox(list(rles)).astype(int).tolist()
+
+
+def areas(rles: Sequence[Rle]) -> list[int]:
+    """``area`` of many RLEs in one call."""
+    if not rles:
+        return []
+    return cocomask.area(list(rles)).tolist()
 
 
 def empty_rle(height: int, width: int) -> Rle:
@@ -367,18 +374,39 @@ def run_lengths(counts: bytes) -> npt.NDArray[np.int64]:
     ``rle_string_counts`` (which also checks the string) in a few numpy passes: each count is a
     group of 5-bit chunks (offset by 48; 0x20 continues the group, 0x10 in the last chunk is
     the sign), and from the fourth on it is stored as a difference to the count two before.
+    Most counts are one chunk: the few longer groups are added up chunk by chunk.
     """
-    return _joined_run_lengths([counts])[0]
+    chars = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+    last = np.flatnonzero(chars < 0x20)  # each count's last chunk
+    if last.size == chars.size:  # one chunk each: its low 5 bits, signed
+        values = ((chars + 0x10) & 0x1F) - 0x10
+    else:
+        first = np.empty_like(last)
+        first[:1] = 0
+        first[1:] = last[:-1] + 1
+        chunks = last - first + 1
+        values = chars[first] & 0x1F
+        longer, k = np.flatnonzero(chunks > 1), 1
+        while longer.size:
+            values[longer] |= (chars[first[longer] + k] & 0x1F) << (5 * k)
+            k += 1
+            longer = longer[chunks[longer] > k]
+        values -= (chars[last] & 0x10) << (5 * chunks - 4)  # the sign: -2**(5 * chunks)
+    np.cumsum(values[1::2], out=values[1::2])  # from the fourth on, differences to two before
+    np.cumsum(values[2::2], out=values[2::2])
+    return values
 
 
-def decode_box(rle: Rle, box: Sequence[int]) -> Mask:
+def decode_box(rle: Rle, box: Sequence[int], runs: npt.NDArray[np.int64] | None = None) -> Mask:
     """The mask inside ``box`` = (x, y, w, h) only, as an h x w array of 0/1: the cost is the
-    box's columns, not the frame (``decode(rle)[y : y + h, x : x + w]``, without the frame)."""
+    box's columns, not the frame (``decode(rle)[y : y + h, x : x + w]``, without the frame).
+    ``runs``: the RLE's :func:`run_lengths`, when the caller has them."""
     frame_height = int(rle["size"][0])
     x, y, w, h = (int(v) for v in box)
     if w == 0 or h == 0:
         return np.zeros((h, w), dtype=np.uint8)
-    runs = run_lengths(rle["counts"])
+    if runs is None:
+        runs = run_lengths(rle["counts"])
     ends = np.cumsum(runs)
     low, high = x * frame_height, (x + w) * frame_height  # the box's columns, column-major
     lengths = np.clip(ends, low, high) - np.clip(ends - runs, low, high)
@@ -387,9 +415,11 @@ def decode_box(rle: Rle, box: Sequence[int]) -> Mask:
     return cv2.transpose(columns[:, y : y + h])  # ten times numpy's strided copy
 
 
-def complement(rle: Rle) -> Rle:
-    """The mask's complement over its frame, from its runs alone (no frame-sized array)."""
-    runs = run_lengths(rle["counts"])
+def complement(rle: Rle, runs: npt.NDArray[np.int64] | None = None) -> Rle:
+    """The mask's complement over its frame, from its runs alone (no frame-sized array);
+    ``runs``: its :func:`run_lengths`, when the caller has them."""
+    if runs is None:
+        runs = run_lengths(rle["counts"])
     flipped = runs[1:] if runs[0] == 0 else np.concatenate(([0], runs))
     height, width = (int(v) for v in rle["size"])
     return cocomask.frPyObjects(

@@ -344,7 +344,11 @@ def test_a_second_run_on_the_same_out_is_refused_and_the_first_is_untouched(tmp_
     out = tmp_path / "out"
     first = start(*args, "--out", str(out))
     wait_for_shards(out, first, 2)
-    second = cpgen(*args, "--out", str(out), *mode)
+    os.killpg(first.pid, signal.SIGSTOP)  # held mid-run (a fast machine could finish it first)
+    try:
+        second = cpgen(*args, "--out", str(out), *mode)
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
     assert second.returncode == 2, second.stderr
     no_traceback(second.stderr)
     error = second.stderr.splitlines()[0]

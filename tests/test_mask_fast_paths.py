@@ -87,6 +87,17 @@ def test_decode_box_of_large_runs_and_a_full_frame() -> None:
     assert masks.run_lengths(full["counts"]).tolist() == [0, 60000]
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(1, 2**26), min_size=1, max_size=60), st.booleans())
+def test_run_lengths_of_long_and_falling_counts(runs: list[int], starts_set: bool) -> None:
+    """Counts of up to six 5-bit chunks, differences to the count two before of either sign
+    (one-chunk strings take their own path): decoded as pycocotools encoded them."""
+    counts = ([0] if starts_set else []) + runs
+    rle = cocomask.frPyObjects({"size": [1, sum(counts)], "counts": counts}, 1, sum(counts))
+    assert masks.run_lengths(rle["counts"]).tolist() == counts
+    assert masks.rle_string_counts(rle["counts"].decode()) == counts
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(frames(), min_size=1, max_size=6))
 def test_batched_tracing_gives_each_masks_own_polygons(cases: list[Any]) -> None:

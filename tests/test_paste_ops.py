@@ -28,6 +28,16 @@ def test_placement_maps_polygon_and_pixels_identically():
         assert np.array_equal(warped, polygon.astype(bool))
 
 
+@pytest.mark.parametrize("flip", [False, True])
+@pytest.mark.parametrize("angle", [0.0, 17.5])
+def test_placing_many_parts_at_once_gives_each_parts_own_numbers(flip, angle):
+    rng = np.random.default_rng(5)
+    parts = [(rng.random(2 * n) * 300 - 20).tolist() for n in (3, 7, 4, 12)]
+    placement = Placement(flip, 0.73, 12.25, -3.5, 300.0, 200.0, angle)
+    assert placement.polygons(parts) == [placement.polygon(p) for p in parts]
+    assert placement.polygons([]) == []
+
+
 def test_flip_mirrors_about_the_source_width():
     placement = Placement(True, 1.0, 0, 0, 10)
     assert placement.polygon([0, 0, 2, 0, 2, 3]) == [10, 0, 8, 0, 8, 3]

@@ -188,16 +188,24 @@ def copy_paste(
     pasteable = selection.pasteable(source_anns)
     placement = params.placement
 
-    pasted: list[tuple[dict[str, Any], masks.Rle, int, Polygon | None]] = []
+    drawn = []
     for pos in params.instances:
         ann = pasteable[pos]
         if isinstance(ann.get("segmentation"), bytes):  # a source's polygons are parsed here
             ann = usable_record(ann)
-        seg = selection.source_segmentation(ann, sh, sw)
+        drawn.append((ann, selection.source_segmentation(ann, sh, sw)))
+    # the drawn polygons are placed and rasterised together (an RLE's mask is warped)
+    segs = [seg for _, seg in drawn if isinstance(seg, list)]
+    flat = iter(placement.polygons([part for seg in segs for part in seg]))
+    placed_segs = [[next(flat) for _ in seg] for seg in segs]
+    placed_rles = iter(
+        zip(placed_segs, masks.segmentations_to_rles(placed_segs, th, tw), strict=True)
+    )
+    pasted: list[tuple[dict[str, Any], masks.Rle, int, Polygon | None]] = []
+    for ann, seg in drawn:
         polygon = None
         if isinstance(seg, list):
-            placed = [placement.polygon(p) for p in seg]
-            rle = masks.polygons_to_rle(placed, th, tw)
+            placed, rle = next(placed_rles)
             polygon = placed if _inside(placed, tw, th) else None
         else:
             mask = masks.decode(masks.segmentation_to_rle(seg, sh, sw))
@@ -207,13 +215,16 @@ def copy_paste(
             pasted.append((ann, rle, area, polygon))
 
     union: masks.Rle | None = None
+    union_runs = None  # decoded once: for the crop to paint and for the complement
     union_box = rect = (0, 0, 0, 0)
     crop_mask = np.zeros((0, 0), np.uint8)
+    boxes: list[list[int]] = []  # the pasted instances'
     if pasted:
         union = masks.union([p[1] for p in pasted])
+        union_runs = masks.run_lengths(union["counts"])
         union_box = tuple(masks.bbox(union))
         rect = padded_rect(union_box, blur_radius(options.blend_sigma), tw, th)
-        crop_mask = masks.decode_box(union, rect)
+        crop_mask = masks.decode_box(union, rect, union_runs)
         boxes = masks.bboxes([p[1] for p in pasted])
         pixels.paint(
             target,
@@ -233,12 +244,15 @@ def copy_paste(
         [target_segmentation(a, th, tw) for a in target_anns], th, tw
     )
     target_boxes = masks.bboxes(target_rles)
-    for ann, rle, box in zip(target_anns, target_rles, target_boxes, strict=True):
-        area, polygon = None, ann.get("segmentation")  # its own polygon while untouched
+    target_areas = masks.areas(target_rles)
+    for ann, rle, box, area in zip(
+        target_anns, target_rles, target_boxes, target_areas, strict=True
+    ):
+        polygon = ann.get("segmentation")  # its own polygon while untouched
         if union is not None and _boxes_overlap(box, union_box):
-            original_px = masks.area(rle)
+            original_px = area
             if not_pasted is None:
-                not_pasted = masks.complement(union)
+                not_pasted = masks.complement(union, union_runs)
             visible = masks.intersect(rle, not_pasted)
             area = masks.area(visible)
             if area < original_px:
@@ -251,8 +265,8 @@ def copy_paste(
         annotations.append(
             _annotation(ann, rle, "target", options.mask_format, area, box, polygon, untraced)
         )
-    for ann, rle, area, polygon in pasted:
-        record = _annotation(ann, rle, "source", options.mask_format, area, None, polygon, untraced)
+    for (ann, rle, area, polygon), box in zip(pasted, boxes, strict=True):
+        record = _annotation(ann, rle, "source", options.mask_format, area, box, polygon, untraced)
         if selection.dataset is not None:
             record["category_id"] = selection.output_category(ann["category_id"])
             record["cpgen"]["dataset"] = selection.dataset
@@ -280,8 +294,7 @@ def _boxes_overlap(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...
 def _inside(parts: Polygon, width: int, height: int) -> bool:
     """Whether every vertex of ``parts`` lies in the frame ``[0, width] x [0, height]``."""
     for part in parts:
-        xy = np.asarray(part).reshape(-1, 2)
-        if xy.min() < 0 or xy[:, 0].max() > width or xy[:, 1].max() > height:
+        if min(part) < 0 or max(part[0::2]) > width or max(part[1::2]) > height:
             return False
     return True
 
@@ -308,7 +321,9 @@ def _annotation(
     Crowd regions, and every mask with ``mask_format`` "rle", are compressed RLE.
     """
     box_only = masks.is_box_only(ann)
-    record = {k: v for k, v in ann.items() if k not in ("id", "image_id", "cpgen")}
+    record = dict(ann)  # its keys in order, then id and image_id (the merge assigns them)
+    del record["id"], record["image_id"]
+    record.pop("cpgen", None)
     record.update(id=None, image_id=None)
     if not box_only:
         if mask_format == "polygon" and not ann["iscrowd"]:

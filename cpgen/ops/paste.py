@@ -11,6 +11,7 @@ affine map serves pixels (``warp_matrix``), polygons (``polygon``) and masks (``
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,6 +79,21 @@ class Placement:
         out[:, 0] = self.scale * x + self.offset_x
         out[:, 1] = self.scale * xy[:, 1] + self.offset_y
         return out.reshape(-1).tolist()
+
+    def polygons(self, parts: Sequence[Sequence[float]]) -> list[list[float]]:
+        """:meth:`polygon` of each part, in one numpy pass (the same numbers)."""
+        if self.angle or not parts:
+            return [self.polygon(p) for p in parts]
+        lengths = [len(p) for p in parts]
+        xy = np.fromiter(itertools.chain.from_iterable(parts), np.float64, sum(lengths))
+        xy = xy.reshape(-1, 2)
+        x = self.source_width - xy[:, 0] if self.flip else xy[:, 0]
+        out = np.empty_like(xy)
+        out[:, 0] = self.scale * x + self.offset_x
+        out[:, 1] = self.scale * xy[:, 1] + self.offset_y
+        flat = out.reshape(-1).tolist()
+        ends = list(itertools.accumulate(lengths))
+        return [flat[end - n : end] for n, end in zip(lengths, ends, strict=True)]
 
     def reduced(self, reduction: int) -> Placement:
         """The same map for a source decoded ``reduction`` times smaller."""
