@@ -91,8 +91,22 @@ def placement_of(record: dict[str, Any], source: dict[str, Any]) -> Placement:
     )
 
 
-#: cv2 flags that decode a JPEG 2x or 4x smaller (cpgen's source_reduction)
-REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
+def block_mean(pixels: np.ndarray, reduction: int) -> np.ndarray:
+    """A source as cpgen takes it at 1/``reduction`` (``source_reduction``), computed here
+    independently: halved until small enough, each 2x2 block's mean rounded half up, an odd
+    side extended by its last row or column first."""
+    while reduction > 1:
+        h, w = pixels.shape[:2]
+        even = np.pad(pixels.astype(np.float64), ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        blocks = even.reshape(even.shape[0] // 2, 2, even.shape[1] // 2, 2, -1)
+        pixels = np.floor(blocks.mean(axis=(1, 3)) + 0.5).astype(np.uint8)
+        reduction //= 2
+    return pixels
+
+
+def source_pixels(path: Path, reduction: int) -> np.ndarray:
+    """The pixels a source at ``path`` is pasted from at ``reduction`` (``source_reduction``)."""
+    return block_mean(read_image(path), reduction)
 
 
 def read_image(path: Path, oriented: bool = False) -> np.ndarray:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from cpgen.copypaste.sources import ImageRef, ShardImages, decode_image, refs
+import numpy as np
+
+from cpgen.copypaste.sources import ImageRef, ShardImages, decode_bytes, decode_image, refs
 from cpgen.datasets import coco
 from cpgen.plan import CopyPasteTask, affinity_shards, shard
-from tests.copypaste_helpers import EXAMPLES
+from tests.copypaste_helpers import EXAMPLES, block_mean
 
 Shards = list[list[CopyPasteTask]]
 
@@ -60,17 +62,24 @@ def test_pool_sources_are_other_images_than_targets() -> None:
     assert {0, 16} <= {t.index for t in grouped[0]}
 
 
-def test_a_source_is_decoded_at_its_own_reduction_even_when_its_shard_has_it_whole() -> None:
+def test_a_reduced_source_is_the_whole_decode_averaged_down_whoever_decoded_it() -> None:
     """A shard that reads an image whole (a target) and reduced (a source drawn small) decodes
-    it twice: the source's pixels are those of its reduction, so an output never depends on
-    which others share its shard."""
+    it once; the reduced pixels are the same as those of a shard that reads it reduced only, so
+    an output never depends on which others share its shard."""
     index = coco.load(coco.find_layout(EXAMPLES))
     ref: ImageRef = next(iter(refs(index, [0]).values()))
-    cache = ShardImages(Counter({ref.key: 2}))
+    decodes: list[int] = []
+
+    def counting(data: bytes, expected: tuple[int, int], reduction: int = 1):
+        decodes.append(reduction)
+        return decode_bytes(data, expected, reduction)
+
+    cache = ShardImages(Counter({ref.key: 2}), decode=counting)
     whole = cache.take(ref)
     reduced, reduction = cache.get(ref, 2)
-    assert reduction == 2
+    assert decodes == [1] and reduction == 2
     assert reduced.shape[:2] == ((ref.height + 1) // 2, (ref.width + 1) // 2)
-    expected, _ = decode_image(ref, 2)
-    assert (reduced == expected).all()
     assert whole.shape[:2] == (ref.height, ref.width)
+    assert np.array_equal(reduced, block_mean(decode_image(ref)[0], 2))
+    alone, _ = ShardImages(Counter({ref.key: 1}), decode=counting).get(ref, 2)
+    assert decodes == [1, 1] and np.array_equal(alone, reduced)

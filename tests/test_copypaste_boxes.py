@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 
@@ -16,7 +15,6 @@ from cpgen.errors import EXIT_SKIPPED
 from cpgen.ops.paste import keep_occluded, warp_crop
 from tests.conftest import shared_dataset
 from tests.copypaste_helpers import (
-    REDUCED,
     assert_valid,
     box_only_copy,
     generate,
@@ -25,6 +23,7 @@ from tests.copypaste_helpers import (
     mask_of,
     placement_of,
     read_image,
+    source_pixels,
     tree_bytes,
 )
 
@@ -110,11 +109,7 @@ def test_pasted_box_is_the_source_box_scaled_and_moved(boxes_run, tiny):
         # the pixels inside the pasted boxes are the source's, placed as recorded
         reduction = record["cpgen"]["params"]["source_reduction"]
         path = tiny / "images" / src["file_name"]
-        pixels = (
-            read_image(path)
-            if reduction == 1
-            else cv2.imread(str(path), REDUCED[reduction] | cv2.IMREAD_IGNORE_ORIENTATION)
-        )
+        pixels = source_pixels(path, reduction)
         placed = warp_crop(pixels, placement.reduced(reduction), (0, 0, w, h))
         written = read_image(out / "images" / record["file_name"])
         diff = np.abs(written.astype(int) - placed.astype(int))[union].mean()

@@ -17,6 +17,7 @@ from cpgen import masks
 from cpgen.cli import app
 from cpgen.ops.paste import Placement, composite, keep_occluded, warp_crop
 from tests.conftest import EXAMPLES, load_json, shared_dataset
+from tests.copypaste_helpers import block_mean
 
 runner = CliRunner()
 MIN_VISIBLE_PX, MIN_VISIBLE_FRAC = 10, 0.1
@@ -69,13 +70,9 @@ def check_contract(src: Path, out: Path, images_subdir: str = "images") -> dict[
     def src_pixels(image_id: int, reduction: int = 1) -> np.ndarray:
         if (image_id, reduction) not in decoded_cache:
             path = src / images_subdir / src_images[image_id]["file_name"]
-            flags = {
-                1: cv2.IMREAD_COLOR,
-                2: cv2.IMREAD_REDUCED_COLOR_2,
-                4: cv2.IMREAD_REDUCED_COLOR_4,
-                8: cv2.IMREAD_REDUCED_COLOR_8,
-            }[reduction]
-            decoded_cache[image_id, reduction] = cv2.imread(str(path), flags)
+            decoded_cache[image_id, reduction] = block_mean(
+                cv2.imread(str(path), cv2.IMREAD_COLOR), reduction
+            )
         return decoded_cache[image_id, reduction]
 
     for image in data["images"]:

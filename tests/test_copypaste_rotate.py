@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -15,12 +14,12 @@ from cpgen.ops.paste import Placement, warp_crop, warp_mask
 from cpgen.sampling import CopyPasteParams
 from tests.conftest import shared_dataset
 from tests.copypaste_helpers import (
-    REDUCED,
     assert_valid,
     generate,
     load,
     placement_of,
     read_image,
+    source_pixels,
     tree_bytes,
 )
 
@@ -118,9 +117,7 @@ def test_rotated_instances_are_the_source_polygons_turned_as_recorded(tiny, tmp_
         pasted += 1
         reduction = record["cpgen"]["params"]["source_reduction"]
         path = tiny / "images" / src["file_name"]
-        pixels = read_image(path) if reduction == 1 else cv2.imread(
-            str(path), REDUCED[reduction] | cv2.IMREAD_IGNORE_ORIENTATION
-        )  # fmt: skip
+        pixels = source_pixels(path, reduction)
         placed = warp_crop(pixels, placement.reduced(reduction), (0, 0, w, h))
         written_pixels = read_image(out / "images" / record["file_name"])
         diff = np.abs(written_pixels.astype(int) - placed.astype(int))[union].mean()

@@ -146,10 +146,11 @@ def draw_params(
 
 
 def source_reduction(params: CopyPasteParams) -> int:
-    """How much smaller (1, 2, 4 or 8) the source may be decoded: never below the paste's scale.
+    """How much smaller (1, 2, 4 or 8) the source is taken: never below the paste's scale.
 
-    JPEG decodes at 1/2, 1/4 and 1/8 size for a fraction of the cost (DCT scaling), and the
-    reduced image is a better start for a strong shrink than bilinear sampling of the full one.
+    The source is averaged down that much (``images.reduce``, from its whole decode) before the
+    bilinear warp: a better start for a strong shrink than sampling the full image, whose
+    pixels between the samples would be skipped (aliasing).
     """
     reduction = 1
     while reduction < 8 and params.placement.scale * reduction * 2 <= 1.0:

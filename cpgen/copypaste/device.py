@@ -5,9 +5,10 @@ run_generate_shard` draws, reads, builds the masks, occlusion and records, and h
 steps to a :class:`DevicePixels`:
 
 * decode: with the ``nvjpeg`` codec (below) JPEGs are decoded by nvJPEG on the device
-  (``torchvision.io.decode_jpeg``), in full (no DCT-reduced sources), and their pixels brought
-  to host memory for the mask code; otherwise, and for whatever nvJPEG cannot decode, by OpenCV
-  in the shard's thread, sources reduced as on the CPU path;
+  (``torchvision.io.decode_jpeg``) and their pixels brought to host memory for the mask code;
+  otherwise, and for whatever nvJPEG cannot decode, by OpenCV in the shard's thread. Shards ask
+  for every image whole and reduce a source drawn small themselves (``images.reduce``), as on
+  the CPU path;
 * paint: the placed source is warped over the CPU path's rects (``compose.paint_rects``) with
   :func:`cpgen.functional_copypaste.warp_rect` (OpenCV's sampling coordinates, bit for bit; the
   bilinear weights in float32) and composited through the union on the device, blended like
@@ -22,8 +23,8 @@ steps to a :class:`DevicePixels`:
 Shards run in ``--workers`` threads of this process (OpenCV releases the GIL while decoding).
 ``annotations.json`` is byte-identical to the CPU path's. With OpenCV's codec pixels differ
 from it by at most one grey level before JPEG (the same float32 formula, unfused; measured in
-the tests); nvJPEG's decoder and a block average in place of DCT scaling add their own small
-differences (not measured yet: no GPU was lent). ``--rotate`` is refused: the device warp does
+the tests); nvJPEG's decoder adds its own small differences (not measured yet: no GPU was
+lent). ``--rotate`` is refused: the device warp does
 not turn instances.
 """
 

@@ -189,8 +189,8 @@ class WorkerImages:
     past a budget in bytes (``--cache-mb``): a small dataset multiplied many times is decoded
     about once per worker instead of twice per output.
 
-    Entries are keyed by the image and the reduction asked for and hold exactly what decoding
-    then gives, so which shard ran where changes no byte. The arrays are shared: never modified
+    Entries are keyed by the image and the reduction asked for (shards ask for whole images)
+    and hold exactly what decoding then gives, so which shard ran where changes no byte. The arrays are shared: never modified
     (``ShardImages.take`` copies). ``run`` names the run: a new one empties the cache (files may
     have changed between runs served by the same worker). Thread-safe (``--device`` shards run
     in threads of one process).
@@ -299,12 +299,20 @@ class ShardImages:
 
     def take(self, ref: ImageRef) -> images.Image:
         """Full-size pixels of ``ref`` that the caller may modify."""
-        pixels = self.get(ref)[0]
+        pixels = self._whole(ref)[0]
         kept = (*ref.key, 1) in self.decoded or id(pixels) in self.shared
         return pixels.copy() if kept else pixels
 
     def get(self, ref: ImageRef, reduction: int = 1) -> tuple[images.Image, int]:
-        """Pixels of ``ref`` (not to be modified) and the reduction they were decoded at."""
+        """Pixels of ``ref`` (not to be modified) at 1/``reduction`` of its size, and that
+        reduction: a reduced source is the full-size decode averaged down (``images.reduce``),
+        so it is the same pixels whether or not the shard or worker had that decode already."""
+        pixels, _ = self._whole(ref)
+        if reduction > 1:
+            return images.reduce(pixels, reduction), reduction
+        return pixels, 1
+
+    def _whole(self, ref: ImageRef, reduction: int = 1) -> tuple[images.Image, int]:
         self.remaining[ref.key] -= 1
         last = self.remaining[ref.key] <= 0
         key = (*ref.key, reduction)
