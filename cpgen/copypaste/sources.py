@@ -190,10 +190,10 @@ class WorkerImages:
     about once per worker instead of twice per output.
 
     Entries are keyed by the image and the reduction asked for (shards ask for whole images)
-    and hold exactly what decoding then gives, so which shard ran where changes no byte. The arrays are shared: never modified
-    (``ShardImages.take`` copies). ``run`` names the run: a new one empties the cache (files may
-    have changed between runs served by the same worker). Thread-safe (``--device`` shards run
-    in threads of one process).
+    and hold exactly what decoding then gives, so which shard ran where changes no byte. The
+    arrays are shared: never modified (``ShardImages.take`` copies). ``run`` names the run: a
+    new one empties the cache (files may have changed between runs served by the same worker).
+    Thread-safe (``--device`` shards run in threads of one process).
     """
 
     def __init__(self) -> None:
