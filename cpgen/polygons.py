@@ -117,11 +117,20 @@ def joined_runs_to_exact_polygons(
     horizontal, vertical = _column_edges(
         columns - shift_x[owner], starts - shift_y[owner], stops - shift_y[owner]
     )
-    for part in _outlines(width + 2, horizontal, vertical):
-        k = int(used[int(np.searchsorted(first_rows, part[0, 1], side="right")) - 1])
-        part[:, 0] += shift_x[k]
-        part[:, 1] += shift_y[k]
-        result[k].append(part.reshape(-1).tolist())
+    parts = _outlines(width + 2, horizontal, vertical)
+    if not parts:
+        return result
+    # each part's mask, from the padded row of its first corner; all parts moved back at once
+    lengths = [2 * len(part) for part in parts]
+    tops = np.array([part[0, 1] for part in parts], dtype=np.int64)
+    owners = used[np.searchsorted(first_rows, tops, side="right") - 1]
+    shift = np.stack((shift_x[owners], shift_y[owners]), axis=1)
+    numbers = (np.concatenate(parts) + np.repeat(shift, np.array(lengths) // 2, axis=0)).ravel()
+    flat = numbers.tolist()
+    at = 0
+    for k, n in zip(owners.tolist(), lengths, strict=True):
+        result[k].append(flat[at : at + n])
+        at += n
     return result
 
 
