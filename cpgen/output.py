@@ -35,6 +35,27 @@ def dumps(obj: Any) -> str:
     return _ENCODER.encode(obj)
 
 
+#: decimal text of the numbers 0 .. 8191, for traced polygons (pixel corners of a frame)
+_CORNERS = [str(i) for i in range(8192)]
+
+
+def dumps_traced(record: dict[str, Any]) -> str:
+    """``dumps(record)`` for a record whose segmentation is a traced polygon: parts of ints in
+    its frame (0 .. width and 0 .. height, the ``bbox`` says where), written by table lookup
+    at half the encoder's cost (a traced outline holds hundreds of corners), the record's
+    other keys by the encoder, in their order. Other records go to ``dumps``."""
+    x, y, w, h = record["bbox"]
+    if not (x >= 0 and y >= 0 and x + w < len(_CORNERS) and y + h < len(_CORNERS)):
+        return dumps(record)
+    text = _CORNERS.__getitem__
+    parts = ",".join(["[" + ",".join(map(text, part)) + "]" for part in record["segmentation"]])
+    keys = list(record)
+    at = keys.index("segmentation")
+    head = _ENCODER.encode({k: record[k] for k in keys[:at]})[:-1]  # "{...", no closing brace
+    tail = _ENCODER.encode({k: record[k] for k in keys[at + 1 :]})[1:]  # "...}"
+    return f'{head}{"," if at else ""}"segmentation":[{parts}]{"," if tail != "}" else ""}{tail}'
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_chunks(path, [text])
 

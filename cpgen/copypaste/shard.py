@@ -138,9 +138,13 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
 
     def flush() -> None:
         """Trace the waiting outputs' masks together, then write their records, in order."""
-        trace([u for _, _, untraced in waiting for u in untraced])
+        untraced = [u for _, _, untraced in waiting for u in untraced]
+        trace(untraced)
+        traced = {id(record) for record, _ in untraced}
         ann_lines.extend(
-            f"{index}\t{output.dumps(ann)}" for index, records, _ in waiting for ann in records
+            f"{index}\t{output.dumps_traced(ann) if id(ann) in traced else output.dumps(ann)}"
+            for index, records, _ in waiting
+            for ann in records
         )
         waiting.clear()
 
