@@ -108,9 +108,11 @@ def test_a_shard_is_one_file_its_status_then_its_records(reference, tmp_path):
     assert merged["annotations"][-len(generated) :] == generated
 
 
-def test_resume_of_a_run_with_shards_in_the_earlier_layout_is_refused(reference, tmp_path):
+@pytest.mark.parametrize("earlier", [None, 3])
+def test_resume_of_a_run_with_shards_of_an_earlier_format_is_refused(reference, tmp_path, earlier):
     """A run interrupted under cpgen before one-file shards of outputs grouped by the images
-    they share (its manifest has no ``shard_format``) would be merged wrongly: refused, naming
+    they share (its manifest has no ``shard_format``) would be merged wrongly, and one under
+    format 3 (sources drawn small decoded DCT-scaled) would mix two renderings: refused, naming
     the difference."""
     src, _ = reference
     out = tmp_path / "out"
@@ -118,11 +120,11 @@ def test_resume_of_a_run_with_shards_in_the_earlier_layout_is_refused(reference,
     crash(out, 2)
     manifest_path = out / ".cpgen" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    del manifest["shard_format"]
+    manifest["shard_format"] = earlier
     manifest_path.write_text(json.dumps(manifest))
     result = copypaste(src, out, *ARGS, "--resume")
     assert result.exit_code == EXIT_USAGE
-    assert "shard_format was null, now 3" in result.stderr
+    assert f"shard_format was {json.dumps(earlier)}, now 4" in result.stderr
 
 
 def test_resume_after_the_source_changed_is_refused(reference, tmp_path):

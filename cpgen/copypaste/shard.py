@@ -362,8 +362,10 @@ def output_name(gen_dir: str, index: int) -> str:
 #: ``--resume`` refuses a run whose finished shards were made otherwise): 3 = the outputs of
 #: ``plan.affinity_shards``; one file, its status on the first line, then its image records,
 #: then its annotation records, each line led by its output's index (generated) or its image's
-#: position (originals) and a tab.
-SHARD_FORMAT = 3
+#: position (originals) and a tab. 4 = the same, with a source drawn small averaged down from
+#: its whole decode (``images.reduce``; 3: decoded again, DCT-scaled): other pixels, so a run
+#: interrupted under 3 is not finished under 4.
+SHARD_FORMAT = 4
 
 
 def write_shard(
