@@ -206,8 +206,8 @@ def decode_reduced(data: bytes, expected_size: tuple[int, int], reduction: int) 
 
 def reduce(image: Image, reduction: int) -> Image:
     """``image`` at 1/``reduction`` (a power of two) of its size: halved ``log2(reduction)``
-    times, each time every 2x2 block averaged (rounded; an odd side first gets its last row or
-    column repeated). Reduced pixel ``i`` covers full pixels ``[i * reduction, (i + 1) *
+    times, each time every 2x2 block averaged (rounded half up; an odd side first gets its last
+    row or column repeated). Reduced pixel ``i`` covers full pixels ``[i * reduction, (i + 1) *
     reduction)``; the size is ``ceil(size / reduction)``.
 
     From a decode already at hand this costs 0.1-0.2 ms for a 640x480 image, where decoding the

@@ -1,6 +1,7 @@
-"""`--device` decoding: the decode step goes through the pixels' hook, and nvJPEG's policy (a
-full decode, then a block average where the CPU path decodes a source DCT-reduced) keeps the
-recorded reduction and so `annotations.json` byte-identical to the CPU path's.
+"""`--device` decoding: the decode step goes through the pixels' hook, which shards call for
+whole images only (a source drawn small is averaged down afterwards, on either path), so the
+recorded reduction and `annotations.json` are the CPU path's. ``decode_nvjpeg`` can still
+block-average by itself (``to_bgr_host``), checked here against libjpeg's DCT scaling.
 
 nvJPEG itself needs a CUDA build of torchvision and a GPU, which CI has neither of: here the
 full decode it would do is OpenCV's (``nvjpeg_stand_in``), and everything after it is the code

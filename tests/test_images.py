@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cpgen import images
+from tests.copypaste_helpers import block_mean
 
 
 @pytest.mark.parametrize("ext", [".jpg", ".png", ".bmp", ".webp"])
@@ -49,3 +50,18 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     images.atomic_write_bytes(target, b"abc")
     assert target.read_bytes() == b"abc"
     assert [p.name for p in target.parent.iterdir()] == ["b.jpg"]
+
+
+@pytest.mark.parametrize("reduction", [2, 4, 8])
+@pytest.mark.parametrize("size", [(480, 640), (427, 641), (7, 5), (1, 1)])
+def test_reduce_averages_blocks_rounding_half_up(reduction, size):
+    """Halving repeatedly: each 2x2 block's mean rounded half up, an odd side's last row or
+    column repeated first, so the size is ceil(size / reduction) (the blocks the placement's
+    reduced map assumes)."""
+    rng = np.random.default_rng(reduction * size[0])
+    image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    reduced = images.reduce(image, reduction)
+    assert reduced.shape == (-(-size[0] // reduction), -(-size[1] // reduction), 3)
+    assert np.array_equal(reduced, block_mean(image, reduction))
+    flat = np.full((*size, 3), 37, np.uint8)
+    assert (images.reduce(flat, reduction) == 37).all()
