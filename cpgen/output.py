@@ -60,12 +60,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_chunks(path, [text])
 
 
+WRITE_BATCH = 1 << 20  # characters joined before a write
+
+
 def atomic_write_chunks(path: Path, chunks: Iterable[str]) -> None:
     """Write text pieces to a temp file beside ``path``, fsync, then rename over ``path``.
 
     The file gets the mode a plain ``open()`` would give it (0666 less the umask), not the
     0600 of ``mkstemp``: a trainer running as another user must be able to read the dataset.
-    An ``OSError`` names ``path``; the temp file is removed.
+    An ``OSError`` names ``path``; the temp file is removed. Pieces are joined up to about a
+    MiB per write (a text file's ``write`` costs some microseconds a call: 0.1 s for the lines
+    of a 2,000-output ``annotations.json``).
     """
     with naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,8 +78,16 @@ def atomic_write_chunks(path: Path, chunks: Iterable[str]) -> None:
         try:
             os.fchmod(fd, file_mode())
             with os.fdopen(fd, "w", encoding="utf-8") as f:
+                batch: list[str] = []
+                size = 0
                 for chunk in chunks:
-                    f.write(chunk)
+                    batch.append(chunk)
+                    size += len(chunk)
+                    if size >= WRITE_BATCH:
+                        f.write("".join(batch))
+                        batch.clear()
+                        size = 0
+                f.write("".join(batch))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
