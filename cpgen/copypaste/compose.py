@@ -250,7 +250,13 @@ def copy_paste(
         target_anns, target_rles, target_boxes, target_areas, strict=True
     ):
         polygon = ann.get("segmentation")  # its own polygon while untouched
-        if union is not None and _boxes_overlap(box, union_box):
+        # only a target that meets a pasted instance's box can lose pixels (the union lies
+        # in those boxes, which leave more of the frame out than the union's own box)
+        if (
+            union is not None
+            and _boxes_overlap(box, union_box)
+            and any(_boxes_overlap(box, b) for b in boxes)
+        ):
             original_px = area
             if not_pasted is None:
                 not_pasted = masks.complement(union, union_runs)
