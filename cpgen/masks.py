@@ -346,13 +346,7 @@ def _joined_run_lengths(counts: Sequence[bytes | str]) -> tuple[npt.NDArray[np.i
     end to end, the string each came from and its place in that string (a count never spans
     two strings: each string ends with a count's last chunk)."""
     raw = [c.encode("ascii") if isinstance(c, str) else c for c in counts]
-    chars = np.frombuffer(b"".join(raw), np.uint8).astype(np.int64) - 48
-    last = np.flatnonzero((chars & 0x20) == 0)
-    first = np.concatenate(([0], last[:-1] + 1))
-    chunks = last - first + 1
-    place = np.arange(chars.size) - np.repeat(first, chunks)
-    values = np.add.reduceat((chars & 0x1F) << (5 * place), first)
-    values -= np.where(chars[last] & 0x10, np.int64(1) << (5 * chunks), 0)
+    values, last = _signed_counts(b"".join(raw))
     string_ends = np.cumsum([len(r) for r in raw])
     owner = np.searchsorted(string_ends, last, side="right")  # the string of each count
     index = np.arange(values.size) - _segment_starts(owner)[owner]
@@ -374,8 +368,17 @@ def run_lengths(counts: bytes) -> npt.NDArray[np.int64]:
     ``rle_string_counts`` (which also checks the string) in a few numpy passes: each count is a
     group of 5-bit chunks (offset by 48; 0x20 continues the group, 0x10 in the last chunk is
     the sign), and from the fourth on it is stored as a difference to the count two before.
-    Most counts are one chunk: the few longer groups are added up chunk by chunk.
     """
+    values, _ = _signed_counts(counts)
+    np.cumsum(values[1::2], out=values[1::2])  # from the fourth on, differences to two before
+    np.cumsum(values[2::2], out=values[2::2])
+    return values
+
+
+def _signed_counts(counts: bytes) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The numbers of compressed RLE text as stored (the later ones still differences), and
+    where each one's last chunk is. Most are one chunk: the few longer groups are added up
+    chunk by chunk."""
     chars = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
     last = np.flatnonzero(chars < 0x20)  # each count's last chunk
     if last.size == chars.size:  # one chunk each: its low 5 bits, signed
@@ -392,9 +395,7 @@ def run_lengths(counts: bytes) -> npt.NDArray[np.int64]:
             k += 1
             longer = longer[chunks[longer] > k]
         values -= (chars[last] & 0x10) << (5 * chunks - 4)  # the sign: -2**(5 * chunks)
-    np.cumsum(values[1::2], out=values[1::2])  # from the fourth on, differences to two before
-    np.cumsum(values[2::2], out=values[2::2])
-    return values
+    return values, last
 
 
 def decode_box(rle: Rle, box: Sequence[int], runs: npt.NDArray[np.int64] | None = None) -> Mask:

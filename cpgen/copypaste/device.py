@@ -24,8 +24,7 @@ Shards run in ``--workers`` threads of this process (OpenCV releases the GIL whi
 ``annotations.json`` is byte-identical to the CPU path's. With OpenCV's codec pixels differ
 from it by at most one grey level before JPEG (the same float32 formula, unfused; measured in
 the tests); nvJPEG's decoder adds its own small differences (not measured yet: no GPU was
-lent). ``--rotate`` is refused: the device warp does
-not turn instances.
+lent). ``--rotate`` is refused: the device warp does not turn instances.
 """
 
 from __future__ import annotations

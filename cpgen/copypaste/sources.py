@@ -292,50 +292,50 @@ class ShardImages:
         self.decode = decode
         self.budget = budget_bytes
         self.used = 0
-        self.decoded: OrderedDict[tuple[str, int, int], images.Image] = OrderedDict()
+        self.decoded: OrderedDict[tuple[str, str, int, int], images.Image] = OrderedDict()
         self.worker = worker
         self.later = later  # keys of the images later shards use: kept by ``worker``
         self.shared: set[int] = set()  # ids of arrays the worker cache holds too
 
     def take(self, ref: ImageRef) -> images.Image:
         """Full-size pixels of ``ref`` that the caller may modify."""
-        pixels = self._whole(ref)[0]
-        kept = (*ref.key, 1) in self.decoded or id(pixels) in self.shared
+        pixels = self._whole(ref)
+        kept = ref.key in self.decoded or id(pixels) in self.shared
         return pixels.copy() if kept else pixels
 
     def get(self, ref: ImageRef, reduction: int = 1) -> tuple[images.Image, int]:
         """Pixels of ``ref`` (not to be modified) at 1/``reduction`` of its size, and that
         reduction: a reduced source is the full-size decode averaged down (``images.reduce``),
         so it is the same pixels whether or not the shard or worker had that decode already."""
-        pixels, _ = self._whole(ref)
+        pixels = self._whole(ref)
         if reduction > 1:
             return images.reduce(pixels, reduction), reduction
         return pixels, 1
 
-    def _whole(self, ref: ImageRef, reduction: int = 1) -> tuple[images.Image, int]:
+    def _whole(self, ref: ImageRef) -> images.Image:
+        """The full-size decode of ``ref``: from this shard's cache, the worker's, or decoded."""
         self.remaining[ref.key] -= 1
         last = self.remaining[ref.key] <= 0
-        key = (*ref.key, reduction)
-        if key in self.decoded:
-            pixels = self.decoded.pop(key) if last else self.decoded[key]
+        if ref.key in self.decoded:
+            pixels = self.decoded.pop(ref.key) if last else self.decoded[ref.key]
             if last:
                 self.used -= pixels.nbytes
             else:
-                self.decoded.move_to_end(key)
-            return pixels, reduction
+                self.decoded.move_to_end(ref.key)
+            return pixels
         if self.worker is None:
-            pixels, reduction = decode_image(ref, reduction, self.decode)
+            pixels, _ = decode_image(ref, 1, self.decode)
         else:
             later = ref.key in self.later
-            pixels, reduction, shared = self.worker.get(ref, reduction, later, self.decode)
+            pixels, _, shared = self.worker.get(ref, 1, later, self.decode)
             if shared:
                 self.shared.add(id(pixels))
         if not last:
-            self.decoded[(*ref.key, reduction)] = pixels
+            self.decoded[ref.key] = pixels
             self.used += pixels.nbytes
             while self.used > self.budget and len(self.decoded) > 1:
                 self.used -= self.decoded.popitem(last=False)[1].nbytes
-        return pixels, reduction
+        return pixels
 
 
 def usable_images(

@@ -70,30 +70,29 @@ class Placement:
 
     def polygon(self, part: Sequence[float]) -> list[float]:
         """Map one polygon part ``[x0, y0, x1, y1, ...]`` from source to target coordinates."""
-        xy = np.asarray(part, dtype=np.float64).reshape(-1, 2)
-        if self.angle:
-            matrix = self._affine
-            return (xy @ matrix[:, :2].T + matrix[:, 2]).reshape(-1).tolist()
-        x = self.source_width - xy[:, 0] if self.flip else xy[:, 0]
-        out = np.empty_like(xy)
-        out[:, 0] = self.scale * x + self.offset_x
-        out[:, 1] = self.scale * xy[:, 1] + self.offset_y
-        return out.reshape(-1).tolist()
+        return self._place(np.asarray(part, dtype=np.float64).reshape(-1, 2)).reshape(-1).tolist()
 
     def polygons(self, parts: Sequence[Sequence[float]]) -> list[list[float]]:
-        """:meth:`polygon` of each part, in one numpy pass (the same numbers)."""
+        """:meth:`polygon` of each part, in one numpy pass where not turned (the same numbers;
+        a turn's matrix product is kept per part, as :meth:`polygon` computes it)."""
         if self.angle or not parts:
             return [self.polygon(p) for p in parts]
         lengths = [len(p) for p in parts]
         xy = np.fromiter(itertools.chain.from_iterable(parts), np.float64, sum(lengths))
-        xy = xy.reshape(-1, 2)
+        flat = self._place(xy.reshape(-1, 2)).reshape(-1).tolist()
+        ends = list(itertools.accumulate(lengths))
+        return [flat[end - n : end] for n, end in zip(lengths, ends, strict=True)]
+
+    def _place(self, xy: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Source points (n x 2) in target coordinates."""
+        if self.angle:
+            matrix = self._affine
+            return xy @ matrix[:, :2].T + matrix[:, 2]
         x = self.source_width - xy[:, 0] if self.flip else xy[:, 0]
         out = np.empty_like(xy)
         out[:, 0] = self.scale * x + self.offset_x
         out[:, 1] = self.scale * xy[:, 1] + self.offset_y
-        flat = out.reshape(-1).tolist()
-        ends = list(itertools.accumulate(lengths))
-        return [flat[end - n : end] for n, end in zip(lengths, ends, strict=True)]
+        return out
 
     def reduced(self, reduction: int) -> Placement:
         """The same map for a source decoded ``reduction`` times smaller."""
