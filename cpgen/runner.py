@@ -307,6 +307,54 @@ def run_jobs(
     return results  # type: ignore[return-value]
 
 
+class Warmup:
+    """Worker processes being started in the background (``start_workers``)."""
+
+    def __init__(self, thread: threading.Thread | None, pids: list[int]) -> None:
+        self._thread, self._pids = thread, pids
+
+    def wait(self, timeout: float | None = None) -> list[int]:
+        """The worker pids that ran a warm-up task, once all ran (empty if none started)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return sorted(set(self._pids))
+
+
+def start_workers(workers: int, backend: str, modules: Sequence[str]) -> Warmup:
+    """Start the ``loky`` worker pool now, in a background thread, with ``modules`` imported
+    in each worker: a worker takes about 0.4 s to start and import OpenCV and numpy, and this
+    process meanwhile reads the input instead of waiting for them later. The first
+    ``run_jobs`` on the same ``workers`` and ``backend`` reuses these processes (joblib keeps
+    one reusable pool per configuration). Nothing for one worker or another backend; a pool
+    that fails to start here is left to ``run_jobs``, which reports it.
+    """
+    pids: list[int] = []
+    if workers <= 1 or backend != "loky":
+        return Warmup(None, pids)
+
+    def warm() -> None:
+        from joblib import Parallel, delayed, parallel_config
+
+        try:
+            with parallel_config(backend=backend, n_jobs=workers):  # as run_jobs configures it
+                pids.extend(Parallel()(delayed(_warm)(modules) for _ in range(workers)))
+        except BaseException:  # stopped by a signal or an error: run_jobs reports it
+            pass
+
+    thread = threading.Thread(target=warm, name="cpgen-start-workers", daemon=True)
+    thread.start()
+    return Warmup(thread, pids)
+
+
+def _warm(modules: Sequence[str]) -> int:
+    import importlib
+
+    setup_worker()
+    for name in modules:
+        importlib.import_module(name)
+    return os.getpid()
+
+
 def _return_as(backend: str) -> str:
     """Results as they finish, where the backend can; joblib's multiprocessing pool returns
     them all at the end (the progress bar then moves once)."""

@@ -91,7 +91,10 @@ def handle_errors(command: F) -> F:
 
         try:
             with termination_signals():
-                return command(*args, **kwargs)
+                try:
+                    return command(*args, **kwargs)
+                finally:
+                    stop_workers()
         except CpgenError as exc:
             if os.environ.get("CPGEN_DEBUG"):
                 raise
@@ -148,6 +151,15 @@ def _run_options(job: Any, options: Any, **run: Any) -> Any:
     if run_options.device is not None:
         job.check_device(run_options.device, options)
     return run_options
+
+
+def _start_workers(run_options: Any, *modules: str) -> None:
+    """Start the worker processes while this one reads the input (``runner.start_workers``);
+    ``--device`` runs its shards in threads instead."""
+    from cpgen.runner import start_workers
+
+    if getattr(run_options, "device", None) is None:
+        start_workers(run_options.workers, run_options.backend, modules)
 
 
 def _progress(quiet: bool) -> bool:

@@ -26,6 +26,7 @@ from cpgen.cli.common import (
     _finish,
     _progress,
     _run_options,
+    _start_workers,
     _stderr,
     app,
     handle_errors,
@@ -236,6 +237,7 @@ def copypaste(
     check_out_path(out, [src if src is not None else files.images, *extra_inputs])
     if not dry_run:  # before reading a large file: a refused OUT needs no parse
         check_out(out, overwrite=overwrite, resume=resume)
+        _start_workers(run_options, "cpgen.copypaste.shard", "cpgen.datasets.coco_checks")
     index = coco.load(
         files,
         report=None if quiet else _stderr,

@@ -21,6 +21,7 @@ from cpgen.cli.common import (
     WorkersOpt,
     _finish,
     _run_options,
+    _start_workers,
     _stderr,
     app,
     handle_errors,
@@ -130,6 +131,7 @@ def cutmix(
     check_out_path(out, [src])
     if not dry_run:
         check_out(out, overwrite=overwrite, resume=resume)
+        _start_workers(run_options, "cpgen.cutmix.shard")
     index = folders.load(src)
     if dry_run:
         for line in job.warnings(index):

@@ -1,0 +1,85 @@
+"""Worker processes start while the main process reads the input, and end with the run.
+
+``runner.start_workers`` starts joblib's loky pool in the background; the run then uses
+those same processes. The CLI kills its workers when a command ends, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+
+from cpgen.runner import run_jobs, start_workers
+from tests.conftest import make_coco
+from tests.test_faults import group_alive, no_traceback, start
+
+PROBE = "wave"  # a standard module that nothing in a fresh worker imports
+
+
+def imported(name: str) -> tuple[int, bool]:
+    """(this worker's pid, whether ``name`` was imported before this task)."""
+    return os.getpid(), name in sys.modules
+
+
+def _pool():
+    from joblib.externals.loky import reusable_executor
+
+    return reusable_executor._executor
+
+
+def test_the_run_uses_the_workers_started_before_it():
+    warmup = start_workers(2, "loky", [PROBE])
+    # the run starts at once, while the pool may still be starting: it must join that pool
+    results = run_jobs(
+        imported, [PROBE] * 8, workers=2, backend="loky", progress=False, desc="probe"
+    )
+    warmed = warmup.wait(timeout=120)
+    pool = _pool()
+    assert warmed, "no warm-up task ran"
+    assert set(warmed) <= set(pool._processes), "the warm-up ran in a pool the run did not use"
+    assert {pid for pid, _ in results} <= set(pool._processes)
+    for pid, had_probe in results:
+        if pid in warmed:
+            assert had_probe, f"worker {pid} ran the warm-up but had not imported {PROBE}"
+    again = run_jobs(imported, [PROBE] * 4, workers=2, backend="loky", progress=False, desc="p")
+    assert _pool() is pool
+    assert all(had for _, had in again if _ in warmed)
+
+
+@pytest.mark.parametrize(("workers", "backend"), [(1, "loky"), (2, "threading")])
+def test_nothing_is_started_for_one_worker_or_another_backend(workers, backend):
+    assert start_workers(workers, backend, [PROBE]).wait(timeout=5) == []
+
+
+def _ended(pgid: int) -> bool:
+    deadline = time.monotonic() + 10
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not group_alive(pgid)
+
+
+def test_a_finished_run_leaves_no_worker_behind(tmp_path):
+    src = make_coco(tmp_path / "src", n_images=6)
+    proc = start("copypaste", "--src", str(src), "--out", str(tmp_path / "out"), "-j", "2")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    no_traceback(stderr)
+    assert _ended(proc.pid), "a worker outlived the run"
+
+
+def test_an_input_error_after_the_workers_started_is_one_line_and_stops_them(tmp_path):
+    """The pool starts once OUT is accepted, before the annotation file is read: a file that
+    turns out unusable still gives one ``Error:`` line, exit 1, and no process left."""
+    src = make_coco(tmp_path / "src", n_images=2)
+    (src / "annotations.json").write_text('{"images": [], "annotations": [')
+    proc = start("copypaste", "--src", str(src), "--out", str(tmp_path / "out"), "-j", "2")
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    no_traceback(stderr)
+    lines = stderr.splitlines()
+    assert lines[0].startswith("Error: ") and "not valid JSON" in lines[0], stderr
+    assert all(line.startswith("Hint: ") for line in lines[1:]), stderr
+    assert _ended(proc.pid), "a worker outlived the failed run"
