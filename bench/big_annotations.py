@@ -80,11 +80,12 @@ def measure(command: list[str]) -> tuple[float, float]:
     return seconds, peak_kib / 1024
 
 
-def cpgen_command(src: Path, out: Path, num_images: int) -> list[str]:
+def cpgen_command(src: Path, out: Path, num_images: int, workers: int = 2) -> list[str]:
     """The measured command: ``cpgen copypaste`` as a user runs it on a big file."""
     cpgen = Path(sys.executable).with_name("cpgen")
     command = [str(cpgen), "copypaste", "--src", str(src), "--out", str(out)]
-    return command + ["--num-images", str(num_images), "--originals", "none", "-j", "2", "--quiet"]
+    command += ["--num-images", str(num_images), "--originals", "none"]
+    return command + ["-j", str(workers), "--quiet"]
 
 
 def main() -> None:

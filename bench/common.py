@@ -93,3 +93,8 @@ def report(name: str, src: Path, r: dict[str, float]) -> None:
         f"  cpgen, 2 workers   {n / r['two_s']:8.1f} outputs/s  ({r['two_s']:.2f} s)"
         f"  = {r['one_s'] / r['two_s']:.2f}x speed-up over 1 worker"
     )
+    if "cli_two_s" in r:
+        print(
+            f"  whole process (the console script): 1 worker {r['cli_one_s']:.2f} s,"
+            f" 2 workers {r['cli_two_s']:.2f} s = {r['cli_one_s'] / r['cli_two_s']:.2f}x speed-up"
+        )
