@@ -339,7 +339,9 @@ def merge(
     num_shards: int,
     inputs: Inputs | None = None,
 ) -> Summary:
-    """Write ``annotations.json`` atomically from the shards' JSON lines, in shard order.
+    """Write ``annotations.json`` atomically from the shards' JSON lines: the originals in
+    shard order, then the generated records in output order (each affinity block's shards
+    merged by the output index that prefixes their lines).
 
     Workers assigned every id, so this only joins text; originals found broken by any shard
     (even a later one) are left out, with their placed files. ``inputs`` gives the output's
