@@ -322,11 +322,12 @@ class Warmup:
 
 def start_workers(workers: int, backend: str, modules: Sequence[str]) -> Warmup:
     """Start the ``loky`` worker pool now, in a background thread, with ``modules`` imported
-    in each worker: a worker takes about 0.4 s to start and import OpenCV and numpy, and this
-    process meanwhile reads the input instead of waiting for them later. The first
-    ``run_jobs`` on the same ``workers`` and ``backend`` reuses these processes (joblib keeps
-    one reusable pool per configuration). Nothing for one worker or another backend; a pool
-    that fails to start here is left to ``run_jobs``, which reports it.
+    in each worker: a worker takes about 0.45 s to start and import joblib, numpy and OpenCV,
+    and this process meanwhile reads the input instead of waiting for them later. The first
+    ``run_jobs`` on the same ``workers`` and ``backend`` reuses these processes (loky keeps one
+    pool and reuses it while it is asked for the same configuration, which this sets up as
+    ``run_jobs`` does). Nothing for one worker or another backend; a pool that fails to start
+    here is left to ``run_jobs``, which reports it.
     """
     pids: list[int] = []
     if workers <= 1 or backend != "loky":
