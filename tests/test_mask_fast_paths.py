@@ -88,11 +88,16 @@ def test_decode_box_of_large_runs_and_a_full_frame() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.integers(1, 2**26), min_size=1, max_size=60), st.booleans())
-def test_run_lengths_of_long_and_falling_counts(runs: list[int], starts_set: bool) -> None:
+@given(st.integers(0, 31), st.lists(st.integers(1, 2**26), min_size=1, max_size=60))
+def test_run_lengths_of_long_and_falling_counts(first: int, runs: list[int]) -> None:
     """Counts of up to six 5-bit chunks, differences to the count two before of either sign
-    (one-chunk strings take their own path): decoded as pycocotools encoded them."""
-    counts = ([0] if starts_set else []) + runs
+    (one-chunk strings take their own path): decoded as pycocotools encoded them.
+
+    The first count (0: the mask starts set) takes one chunk: pycocotools' ``rleToString``
+    allocates six characters per count and writes its terminator after them, one byte past the
+    buffer when every count takes six (each of them, or its difference, 2**24 or more), which
+    corrupts the heap and aborts the process later."""
+    counts = [first, *runs]
     rle = cocomask.frPyObjects({"size": [1, sum(counts)], "counts": counts}, 1, sum(counts))
     assert masks.run_lengths(rle["counts"]).tolist() == counts
     assert masks.rle_string_counts(rle["counts"].decode()) == counts
