@@ -152,7 +152,14 @@ def _quiet_dask_teardown() -> None:
 def stop_workers() -> None:
     """Kill the loky worker processes now (after an error or a signal); a later run starts new
     ones. joblib already aborts its pool on an exception; this also covers an exception that
-    reached us between two results, and the executor it keeps for reuse."""
+    reached us between two results, and the executor it keeps for reuse.
+
+    A warm-up still handing its tasks to the pool (``start_workers``) is let finish first, for
+    a few seconds at most: killing the pool under a submission makes loky's manager thread
+    fail with a traceback on stderr."""
+    warming = _warmups.pop() if _warmups else None
+    if warming is not None:
+        warming.join(WARMUP_GRACE_S)
     reusable = sys.modules.get("joblib.externals.loky.reusable_executor")
     executor = getattr(reusable, "_executor", None)
     if executor is not None:
@@ -344,7 +351,15 @@ def start_workers(workers: int, backend: str, modules: Sequence[str]) -> Warmup:
 
     thread = threading.Thread(target=warm, name="cpgen-start-workers", daemon=True)
     thread.start()
+    _warmups[:] = [thread]
     return Warmup(thread, pids)
+
+
+#: The warm-up thread of ``start_workers`` not yet waited for by ``stop_workers``.
+_warmups: list[threading.Thread] = []
+
+#: How long ``stop_workers`` lets a warm-up finish before it kills the pool anyway (seconds).
+WARMUP_GRACE_S = 10.0
 
 
 def _warm(modules: Sequence[str]) -> int:

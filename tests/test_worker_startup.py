@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from cpgen.runner import run_jobs, start_workers
+from cpgen.runner import run_jobs, start_workers, stop_workers
 from tests.conftest import make_coco
 from tests.test_faults import group_alive, no_traceback, start
 
@@ -85,3 +85,24 @@ def test_an_input_error_after_the_workers_started_is_one_line_and_stops_them(tmp
     assert lines[0].startswith("Error: ") and "not valid JSON" in lines[0], stderr
     assert all(line.startswith("Hint: ") for line in lines[1:]), stderr
     assert _ended(proc.pid), "a worker outlived the failed run"
+
+
+def test_stopping_lets_a_warm_up_in_progress_finish_first():
+    """An error or a signal right after the warm-up was handed to a starting pool: the pool is
+    killed only once the warm-up's tasks are in (killing it under a submission can make loky's
+    manager thread fail with a traceback on stderr); nothing fails in any thread."""
+    import threading
+
+    failures: list[str] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: failures.append(f"{args.thread}: {args.exc_value!r}")
+    try:
+        stop_workers()  # a fresh pool: its workers take a while to start
+        warmup = start_workers(2, "loky", [PROBE])
+        stop_workers()
+        assert warmup.wait(timeout=0) != [], "the pool was killed before the warm-up ran"
+        time.sleep(0.5)
+    finally:
+        threading.excepthook = previous
+    assert failures == []
+    assert _pool()._flags.shutdown

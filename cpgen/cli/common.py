@@ -91,10 +91,7 @@ def handle_errors(command: F) -> F:
 
         try:
             with termination_signals():
-                try:
-                    return command(*args, **kwargs)
-                finally:
-                    stop_workers()
+                return command(*args, **kwargs)
         except CpgenError as exc:
             if os.environ.get("CPGEN_DEBUG"):
                 raise
@@ -123,6 +120,7 @@ def handle_errors(command: F) -> F:
             _stderr(message)
             raise typer.Exit(code) from None
         finally:
+            stop_workers()  # a command's workers are killed when it ends, not left to finalise
             release_locks()
 
     return wrapper  # type: ignore[return-value]
