@@ -157,7 +157,8 @@ def stop_workers() -> None:
     A warm-up still handing its tasks to the pool (``start_workers``) is let finish first, for
     a few seconds at most: killing the pool under a submission makes loky's manager thread
     fail with a traceback on stderr."""
-    warming = _warmups.pop() if _warmups else None
+    global _warming
+    warming, _warming = _warming, None
     if warming is not None:
         warming.join(WARMUP_GRACE_S)
     reusable = sys.modules.get("joblib.externals.loky.reusable_executor")
@@ -349,14 +350,15 @@ def start_workers(workers: int, backend: str, modules: Sequence[str]) -> Warmup:
         except BaseException:  # stopped by a signal or an error: run_jobs reports it
             pass
 
+    global _warming
     thread = threading.Thread(target=warm, name="cpgen-start-workers", daemon=True)
     thread.start()
-    _warmups[:] = [thread]
+    _warming = thread
     return Warmup(thread, pids)
 
 
 #: The warm-up thread of ``start_workers`` not yet waited for by ``stop_workers``.
-_warmups: list[threading.Thread] = []
+_warming: threading.Thread | None = None
 
 #: How long ``stop_workers`` lets a warm-up finish before it kills the pool anyway (seconds).
 WARMUP_GRACE_S = 10.0
