@@ -9,7 +9,8 @@ from collections import Counter
 
 import numpy as np
 
-from cpgen.copypaste.sources import ImageRef, ShardImages, decode_bytes, decode_image, refs
+from cpgen import images
+from cpgen.copypaste.sources import ImageRef, ShardImages, decode_image, refs
 from cpgen.datasets import coco
 from cpgen.plan import CopyPasteTask, affinity_shards, shard
 from tests.copypaste_helpers import EXAMPLES, block_mean
@@ -68,18 +69,19 @@ def test_a_reduced_source_is_the_whole_decode_averaged_down_whoever_decoded_it()
     an output never depends on which others share its shard."""
     index = coco.load(coco.find_layout(EXAMPLES))
     ref: ImageRef = next(iter(refs(index, [0]).values()))
-    decodes: list[int] = []
+    decodes: list[tuple[int, int]] = []
 
-    def counting(data: bytes, expected: tuple[int, int], reduction: int = 1):
-        decodes.append(reduction)
-        return decode_bytes(data, expected, reduction)
+    def counting(data: bytes, expected: tuple[int, int]):
+        decodes.append(expected)
+        return images.decode(data, expected)
 
     cache = ShardImages(Counter({ref.key: 2}), decode=counting)
     whole = cache.take(ref)
     reduced, reduction = cache.get(ref, 2)
-    assert decodes == [1] and reduction == 2
+    size = (ref.width, ref.height)
+    assert decodes == [size] and reduction == 2
     assert reduced.shape[:2] == ((ref.height + 1) // 2, (ref.width + 1) // 2)
     assert whole.shape[:2] == (ref.height, ref.width)
-    assert np.array_equal(reduced, block_mean(decode_image(ref)[0], 2))
+    assert np.array_equal(reduced, block_mean(decode_image(ref), 2))
     alone, _ = ShardImages(Counter({ref.key: 1}), decode=counting).get(ref, 2)
-    assert decodes == [1, 1] and np.array_equal(alone, reduced)
+    assert decodes == [size, size] and np.array_equal(alone, reduced)

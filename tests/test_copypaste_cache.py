@@ -70,18 +70,20 @@ def test_worker_images_budget_and_runs(tiny80: Path) -> None:
         ImageRef(p, r["id"], r["file_name"], r["width"], r["height"], root)
         for p, r in enumerate(index.images[:3])
     ]
-    first = decode_image(refs[0])[0]
+    first = decode_image(refs[0])
     cache = WorkerImages()
     cache.configure("run-a", first.nbytes + 10)  # room for one full image
-    pixels, reduction, shared = cache.get(refs[0], 1)
-    assert shared and reduction == 1 and np.array_equal(pixels, first)
-    assert cache.get(refs[0], 1)[0] is pixels  # a hit
-    cache.get(refs[1], 1)
-    assert list(cache.decoded) == [(*refs[1].key, 1)]  # the least recently used went out
-    reduced, got, _ = cache.get(refs[2], 2)
-    assert got == 2 and np.array_equal(reduced, decode_image(refs[2], 2)[0])
+    pixels, shared = cache.get(refs[0])
+    assert shared and np.array_equal(pixels, first)
+    assert cache.get(refs[0])[0] is pixels  # a hit
+    cache.get(refs[1])
+    assert list(cache.decoded) == [refs[1].key]  # the least recently used went out
+    pixels, shared = cache.get(refs[2], keep=False)  # no later use: decoded, not kept
+    assert not shared and np.array_equal(pixels, decode_image(refs[2]))
+    assert list(cache.decoded) == [refs[1].key]
+    assert cache.get(refs[1], keep=False)[1] and not cache.decoded  # its last use: it leaves
     cache.configure("run-b", 2**30)
     assert not cache.decoded and cache.used == 0
     cache.configure("run-b", 0)
-    assert cache.get(refs[0], 1)[2] is False  # no budget: nothing kept, nothing shared
+    assert cache.get(refs[0])[1] is False  # no budget: nothing kept, nothing shared
     assert not cache.decoded

@@ -1,7 +1,6 @@
-"""`--device` decoding: the decode step goes through the pixels' hook, which shards call for
-whole images only (a source drawn small is averaged down afterwards, on either path), so the
-recorded reduction and `annotations.json` are the CPU path's. ``decode_nvjpeg`` can still
-block-average by itself (``to_bgr_host``), checked here against libjpeg's DCT scaling.
+"""`--device` decoding: the decode step goes through the pixels' hook, which decodes whole
+images (a source drawn small is averaged down afterwards, on either path), so the recorded
+reduction and `annotations.json` are the CPU path's.
 
 nvJPEG itself needs a CUDA build of torchvision and a GPU, which CI has neither of: here the
 full decode it would do is OpenCV's (``nvjpeg_stand_in``), and everything after it is the code
@@ -18,24 +17,17 @@ import pytest
 
 from cpgen import images
 from cpgen.copypaste import device
-from cpgen.copypaste.sources import decode_bytes
 from tests.copypaste_helpers import generate
 from tests.test_copypaste_device import DECODED_TOLERANCE, decoded_difference, generated_images
 
 torch = pytest.importorskip("torch")
 
-REDUCED = {
-    2: cv2.IMREAD_REDUCED_COLOR_2,
-    4: cv2.IMREAD_REDUCED_COLOR_4,
-    8: cv2.IMREAD_REDUCED_COLOR_8,
-}
 
-
-def nvjpeg_stand_in(data: bytes, expected: tuple[int, int], reduction: int = 1):
+def nvjpeg_stand_in(data: bytes, expected: tuple[int, int]) -> images.Image:
     """``device.decode_nvjpeg`` with OpenCV's full decode in place of nvJPEG's."""
     full = images.decode(data, expected)
     rgb = torch.from_numpy(np.ascontiguousarray(full[..., ::-1])).permute(2, 0, 1)
-    return device.to_bgr_host(rgb, reduction), reduction
+    return device.to_bgr_host(rgb)
 
 
 def jpeg(width: int, height: int) -> bytes:
@@ -54,34 +46,12 @@ def test_to_bgr_host_of_a_full_decode_is_opencvs_array() -> None:
     assert np.array_equal(host, full)
 
 
-@pytest.mark.parametrize("reduction", [2, 4, 8])
-def test_a_block_average_has_the_dct_reductions_size_and_is_close_to_it(
-    reduction: int, tiny80: Path
-) -> None:
-    """``ceil`` of the size, as libjpeg's scaled decode, and the same picture: both average the
-    same ``reduction`` x ``reduction`` blocks (the DCT way and the pixel way). On a photo they
-    differ by a third of a level on average (measured: at most 5); on synthetic texture with
-    JPEG's ringing, by about 2."""
-    photo = sorted((tiny80 / "images").glob("*.jpg"))[0].read_bytes()
-    for data, mean in ((photo, 1.0), (jpeg(640, 480), 3.0), (jpeg(97, 61), 3.0)):
-        size = images.header_size(data)
-        averaged, got = nvjpeg_stand_in(data, size, reduction)
-        scaled = cv2.imdecode(np.frombuffer(data, np.uint8), REDUCED[reduction])
-        assert got == reduction
-        shape = (-(-size[1] // reduction), -(-size[0] // reduction), 3)
-        assert averaged.shape == scaled.shape == shape
-        difference = np.abs(averaged.astype(int) - scaled.astype(int))
-        assert difference.mean() < mean
-        if data is photo:
-            assert difference.max() <= 8
-
-
 def test_what_is_not_a_jpeg_falls_back_to_opencv() -> None:
     png = cv2.imencode(".png", np.full((9, 11, 3), 200, np.uint8))[1].tobytes()
-    decoded, got = device.decode_nvjpeg(png, (11, 9), 2, "cpu")  # never reaches torchvision
-    assert got == 1 and decoded.shape == (9, 11, 3) and int(decoded.max()) == 200
+    decoded = device.decode_nvjpeg(png, (11, 9), "cpu")  # never reaches torchvision
+    assert decoded.shape == (9, 11, 3) and int(decoded.min()) == int(decoded.max()) == 200
     with pytest.raises(images.ImageError):
-        device.decode_nvjpeg(b"\xff\xd8 not really", (11, 9), 1, "cpu")
+        device.decode_nvjpeg(b"\xff\xd8 not really", (11, 9), "cpu")
 
 
 def test_device_decoding_through_the_hook_keeps_the_cpu_paths_annotations(
@@ -92,17 +62,18 @@ def test_device_decoding_through_the_hook_keeps_the_cpu_paths_annotations(
     whole (shards reduce a source drawn small from its whole decode, on either path)."""
     args = ["--src", str(tiny80), "--num-images", "30", "-j", "2", "--seed", "4"]
     generate(*args, "-o", str(tmp_path / "cpu"))
-    seen: list[int] = []
+    seen: list[bool] = []
 
-    def decode(self, data, expected, reduction=1):
-        seen.append(reduction)
-        return nvjpeg_stand_in(data, expected, reduction)
+    def decode(self, data, expected):
+        pixels = nvjpeg_stand_in(data, expected)
+        seen.append(pixels.shape == (expected[1], expected[0], 3))
+        return pixels
 
     monkeypatch.setattr(device.Batcher, "decode", decode)
     generate(*args, "-o", str(tmp_path / "dev"), "--device", "cpu", "--batch-size", "4")
     cpu, dev = tmp_path / "cpu" / "annotations.json", tmp_path / "dev" / "annotations.json"
     assert cpu.read_bytes() == dev.read_bytes()
-    assert len(seen) >= 30 and set(seen) == {1}
+    assert len(seen) >= 30 and all(seen)
     records = json.loads(cpu.read_text())["images"]
     assert any(r["cpgen"]["params"]["source_reduction"] > 1 for r in records if "cpgen" in r)
     assert decoded_difference(tmp_path / "cpu", tmp_path / "dev") <= DECODED_TOLERANCE
@@ -115,5 +86,5 @@ def test_device_decoding_through_the_hook_keeps_the_cpu_paths_annotations(
 
 def test_the_cpu_decoder_is_the_default_hook(tmp_path: Path) -> None:
     data = jpeg(64, 48)
-    pixels, got = device.Batcher("cpu", 4, None).decode(data, (64, 48), 2)  # type: ignore[arg-type]
-    assert got == 2 and np.array_equal(pixels, decode_bytes(data, (64, 48), 2)[0])
+    pixels = device.Batcher("cpu", 4, None).decode(data, (64, 48))  # type: ignore[arg-type]
+    assert np.array_equal(pixels, images.decode(data, (64, 48)))

@@ -16,7 +16,7 @@ import numpy as np
 
 from cpgen import images, masks
 from cpgen.copypaste.options import CopyPasteOptions
-from cpgen.copypaste.sources import Selection, decode_bytes, target_segmentation
+from cpgen.copypaste.sources import Selection, target_segmentation
 from cpgen.datasets.coco_checks import usable_record
 from cpgen.ops.paste import (
     Placement,
@@ -55,11 +55,9 @@ class Pixels:
     nvJPEG; masks and records never go through this, so they are the same whichever paints.
     """
 
-    def decode(
-        self, data: bytes, expected: tuple[int, int], reduction: int = 1
-    ) -> tuple[images.Image, int]:
-        """An input image's pixels from its file's bytes (``sources.Decoder``)."""
-        return decode_bytes(data, expected, reduction)
+    def decode(self, data: bytes, expected: tuple[int, int]) -> images.Image:
+        """An input image's whole pixels from its file's bytes (``sources.Decoder``)."""
+        return images.decode(data, expected)
 
     def paint(
         self,

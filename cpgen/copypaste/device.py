@@ -42,7 +42,6 @@ from cpgen import images, masks, runner
 from cpgen.copypaste.compose import CPU_PIXELS, Pixels, paint_rects, sub_mask
 from cpgen.copypaste.options import CopyPasteOptions
 from cpgen.copypaste.shard import GenerateShard, run_generate_shard
-from cpgen.copypaste.sources import decode_bytes
 from cpgen.errors import UsageError
 from cpgen.ops import opencv_own_kernels
 from cpgen.ops.paste import FULL_ALPHA, Placement
@@ -118,18 +117,15 @@ def codec(device: str) -> str:
     return "nvjpeg"
 
 
-def decode_nvjpeg(
-    data: bytes, expected: tuple[int, int], reduction: int, device: str
-) -> tuple[images.Image, int]:
-    """:data:`cpgen.copypaste.sources.Decoder` by nvJPEG on ``device`` (torchvision). A source
-    wanted at 1/``reduction`` is decoded in full and averaged over ``reduction`` x
-    ``reduction`` blocks (``ceil`` of the size, as the JPEG decoder's DCT scaling gives), so
-    the recorded reduction, and so ``annotations.json``, is the CPU path's. The pixels come
-    back to host memory, where masks and records are made. What nvJPEG cannot decode (not a
-    JPEG, CMYK, a corrupt file) goes to OpenCV, which also names the problem."""
+def decode_nvjpeg(data: bytes, expected: tuple[int, int], device: str) -> images.Image:
+    """:data:`cpgen.copypaste.sources.Decoder` by nvJPEG on ``device`` (torchvision): the whole
+    image, brought back to host memory, where masks and records are made (a source drawn small
+    is averaged down there, as on the CPU path, so the recorded reduction, and so
+    ``annotations.json``, is the CPU path's). What nvJPEG cannot decode (not a JPEG, CMYK, a
+    corrupt file) goes to OpenCV, which also names the problem."""
     size = images.header_size(data) if data.startswith(b"\xff\xd8") else None
     if size is None:
-        return decode_bytes(data, expected, reduction)
+        return images.decode(data, expected)
     images.check_size(size, expected)
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -141,20 +137,12 @@ def decode_nvjpeg(
             device=device,
         )
     except RuntimeError:
-        return decode_bytes(data, expected, reduction)
-    return to_bgr_host(rgb, reduction), reduction
+        return images.decode(data, expected)
+    return to_bgr_host(rgb)
 
 
-def to_bgr_host(rgb: torch.Tensor, reduction: int = 1) -> images.Image:
-    """A 3xHxW RGB uint8 tensor as the HxWx3 BGR array OpenCV gives, averaged over
-    ``reduction`` x ``reduction`` blocks (partial blocks at the edge over what they hold)."""
-    import torch
-
-    if reduction > 1:
-        pooled = torch.nn.functional.avg_pool2d(
-            rgb[None].float(), reduction, ceil_mode=True, count_include_pad=False
-        )
-        rgb = pooled[0].round().to(torch.uint8)
+def to_bgr_host(rgb: torch.Tensor) -> images.Image:
+    """A 3xHxW RGB uint8 tensor as the HxWx3 BGR array OpenCV gives, in host memory."""
     return rgb.flip(0).permute(1, 2, 0).contiguous().cpu().numpy()
 
 
@@ -189,14 +177,12 @@ class Batcher:
 
         self.block = opencv_vector_block()
 
-    def decode(
-        self, data: bytes, expected: tuple[int, int], reduction: int = 1
-    ) -> tuple[images.Image, int]:
-        """An input image's pixels: by nvJPEG on the device when the codec is ``nvjpeg``, else
-        by OpenCV in this (shard) thread, reduced where it can be."""
+    def decode(self, data: bytes, expected: tuple[int, int]) -> images.Image:
+        """An input image's whole pixels: by nvJPEG on the device when the codec is
+        ``nvjpeg``, else by OpenCV in this (shard) thread."""
         if self.codec == "nvjpeg":
-            return decode_nvjpeg(data, expected, reduction, self.device)
-        return decode_bytes(data, expected, reduction)
+            return decode_nvjpeg(data, expected, self.device)
+        return images.decode(data, expected)
 
     def paint(
         self,
@@ -338,10 +324,8 @@ class DevicePixels(Pixels):
     batcher: Batcher
     shard: int
 
-    def decode(
-        self, data: bytes, expected: tuple[int, int], reduction: int = 1
-    ) -> tuple[images.Image, int]:
-        return self.batcher.decode(data, expected, reduction)
+    def decode(self, data: bytes, expected: tuple[int, int]) -> images.Image:
+        return self.batcher.decode(data, expected)
 
     def paint(self, *args: Any) -> None:
         self.batcher.paint(*args)

@@ -166,22 +166,11 @@ def image_path(images_dir: str, ref: ImageRef) -> Path:
     return Path(images_dir) / rel
 
 
-#: Decodes an image file's bytes of the expected (width, height), at 1/reduction where it can;
-#: returns the pixels (HxWx3 BGR) and the reduction they have. ``decode_bytes`` is OpenCV's;
-#: ``cpgen.copypaste.device`` may give nvJPEG's.
-Decoder = Callable[[bytes, tuple[int, int], int], tuple[images.Image, int]]
-
-
-def decode_bytes(
-    data: bytes, expected: tuple[int, int], reduction: int = 1
-) -> tuple[images.Image, int]:
-    """Decode at 1/``reduction`` (JPEG DCT scaling), or in full where it cannot be reduced."""
-    try:
-        if reduction == 1:
-            raise ValueError
-        return images.decode_reduced(data, expected, reduction), reduction
-    except ValueError:
-        return images.decode(data, expected), 1
+#: Decodes an image file's bytes of the expected (width, height), in full; returns the pixels
+#: (HxWx3 BGR). :func:`cpgen.images.decode` is OpenCV's; ``cpgen.copypaste.device`` may give
+#: nvJPEG's. A source drawn small is averaged down afterwards (``ShardImages.get``), whichever
+#: decoded it.
+Decoder = Callable[[bytes, tuple[int, int]], images.Image]
 
 
 class WorkerImages:
@@ -189,8 +178,8 @@ class WorkerImages:
     past a budget in bytes (``--cache-mb``): a small dataset multiplied many times is decoded
     about once per worker instead of twice per output.
 
-    Entries are keyed by the image and the reduction asked for (shards ask for whole images)
-    and hold exactly what decoding then gives, so which shard ran where changes no byte. The
+    Entries are keyed by the image (``ImageRef.key``) and hold its whole decode, exactly what
+    decoding gives, so which shard ran where changes no byte. The
     arrays are shared: never modified (``ShardImages.take`` copies). ``run`` names the run: a
     new one empties the cache (files may have changed between runs served by the same worker).
     Thread-safe (``--device`` shards run in threads of one process).
@@ -201,7 +190,7 @@ class WorkerImages:
         self.run = ""
         self.budget = 0
         self.used = 0
-        self.decoded: OrderedDict[tuple[str, int, int], tuple[images.Image, int]] = OrderedDict()
+        self.decoded: OrderedDict[tuple[str, str, int, int], images.Image] = OrderedDict()
 
     def configure(self, run: str, budget_bytes: int) -> None:
         with self.lock:
@@ -216,12 +205,12 @@ class WorkerImages:
         self.configure("", 0)
 
     def get(
-        self, ref: ImageRef, reduction: int, keep: bool = True, decode: Decoder = decode_bytes
-    ) -> tuple[images.Image, int, bool]:
-        """``decode_image(ref, reduction)``, from the cache when it holds it; the last item says
-        whether the array is shared (the caller must not modify it). ``keep``: a later shard
-        uses the image (else it is not kept, or leaves the cache)."""
-        key = (*ref.key, reduction)
+        self, ref: ImageRef, keep: bool = True, decode: Decoder = images.decode
+    ) -> tuple[images.Image, bool]:
+        """``decode_image(ref)``, from the cache when it holds it; the second item says whether
+        the array is shared (the caller must not modify it). ``keep``: a later shard uses the
+        image (else it is not kept, or leaves the cache)."""
+        key = ref.key
         with self.lock:
             hit = self.decoded.get(key)
             if hit is not None:
@@ -229,23 +218,23 @@ class WorkerImages:
                     self.decoded.move_to_end(key)
                 else:
                     del self.decoded[key]
-                    self.used -= hit[0].nbytes
-                return (*hit, True)
+                    self.used -= hit.nbytes
+                return hit, True
             budget = self.budget
-        pixels, got = decode_image(ref, reduction, decode)
+        pixels = decode_image(ref, decode)
         if not keep or pixels.nbytes > budget:
-            return pixels, got, False
+            return pixels, False
         with self.lock:
             if key in self.decoded or pixels.nbytes > self.budget:
-                return pixels, got, False
-            self.decoded[key] = (pixels, got)
+                return pixels, False
+            self.decoded[key] = pixels
             self.used += pixels.nbytes
             self._shrink()
-        return pixels, got, True
+        return pixels, True
 
     def _shrink(self) -> None:
         while self.used > self.budget and self.decoded:
-            self.used -= self.decoded.popitem(last=False)[1][0].nbytes
+            self.used -= self.decoded.popitem(last=False)[1].nbytes
 
 
 #: The decoded images of this worker process, kept across shards (``WorkerImages``).
@@ -262,12 +251,9 @@ def default_cache_mb(workers: int) -> int:
     return int(min(total // 4 // max(1, workers), 2 * 1024**3) // 2**20)
 
 
-def decode_image(
-    ref: ImageRef, reduction: int = 1, decode: Decoder = decode_bytes
-) -> tuple[images.Image, int]:
-    """Read and ``decode`` ``ref`` at 1/``reduction`` where it can; returns the pixels and the
-    reduction they have."""
-    return decode(images.read_bytes(image_path(ref.root, ref)), (ref.width, ref.height), reduction)
+def decode_image(ref: ImageRef, decode: Decoder = images.decode) -> images.Image:
+    """Read ``ref``'s file and ``decode`` it in full."""
+    return decode(images.read_bytes(image_path(ref.root, ref)), (ref.width, ref.height))
 
 
 class ShardImages:
@@ -286,7 +272,7 @@ class ShardImages:
         budget_bytes: int = 256 * 1024 * 1024,
         worker: WorkerImages | None = None,
         later: Collection[tuple[str, str, int, int]] = (),
-        decode: Decoder = decode_bytes,
+        decode: Decoder = images.decode,
     ) -> None:
         self.remaining = uses
         self.decode = decode
@@ -324,10 +310,10 @@ class ShardImages:
                 self.decoded.move_to_end(ref.key)
             return pixels
         if self.worker is None:
-            pixels, _ = decode_image(ref, 1, self.decode)
+            pixels = decode_image(ref, self.decode)
         else:
             later = ref.key in self.later
-            pixels, _, shared = self.worker.get(ref, 1, later, self.decode)
+            pixels, shared = self.worker.get(ref, later, self.decode)
             if shared:
                 self.shared.add(id(pixels))
         if not last:
