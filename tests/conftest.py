@@ -4,6 +4,9 @@ datasets built by the tests themselves."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +119,22 @@ def small_coco(tmp_path: Path) -> Path:
 
 def load_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc``'s process group (a crash: no handler runs, the workers and loky's
+    resource tracker die with it), wait for it, and remove what the tracker would have: the
+    named semaphores and joblib folders in /dev/shm that carry the killed process's pid, which
+    would otherwise pile up on the machine that runs the tests."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return
+    for left in [*shm.glob(f"sem.loky-{proc.pid}-*"), *shm.glob(f"joblib_*_{proc.pid}_*")]:
+        if left.is_dir():
+            for inner in left.iterdir():
+                inner.unlink(missing_ok=True)
+            left.rmdir()
+        else:
+            left.unlink(missing_ok=True)

@@ -3,8 +3,6 @@ grey level, the same bytes on a rerun and after a crash or a SIGKILL, refusals b
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +15,7 @@ import pytest
 from cpgen.copypaste.compose import Pixels
 from cpgen.errors import EXIT_USAGE
 from cpgen.ops.paste import Placement
-from tests.conftest import make_coco, shared_dataset
+from tests.conftest import kill_group, make_coco, shared_dataset
 from tests.copypaste_helpers import assert_valid, box_only_copy, generate, invoke, tree_bytes
 from tests.test_resume import crash
 
@@ -153,8 +151,7 @@ def test_sigkill_mid_device_run_then_resume_gives_the_uninterrupted_output(tmp_p
         time.sleep(0.02)
     else:
         pytest.fail("the run finished or stalled before it could be killed")
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_group(proc)
     assert not (out / "annotations.json").exists()
     generate(*args, "-o", str(out), "--resume")
     assert tree_bytes(out) == tree_bytes(tmp_path / "reference")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import cpgen as cpgen_package
-from tests.conftest import make_coco, shared_dataset
+from tests.conftest import kill_group, make_coco, shared_dataset
 from tests.test_copypaste_e2e import tree_bytes
 
 SCRIPT = Path(sys.executable).with_name("cpgen")
@@ -365,8 +365,7 @@ def test_the_lock_of_a_killed_run_never_blocks_the_next(tmp_path):
     out = tmp_path / "out"
     proc = start(*args, "--out", str(out))
     wait_for_shards(out, proc, 2)
-    os.killpg(proc.pid, signal.SIGKILL)  # no handler runs: only the kernel releases the lock
-    proc.wait(timeout=30)
+    kill_group(proc)  # no handler runs: only the kernel releases the lock
     assert (out / ".cpgen" / "lock").is_file()
     assert cpgen(*args, "--out", str(out), "--resume").returncode == 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 
 from cpgen.cli import app
 from cpgen.errors import EXIT_INTERRUPTED, EXIT_USAGE
-from tests.conftest import make_coco
+from tests.conftest import kill_group, make_coco
 from tests.copypaste_helpers import unfinish_shards
 from tests.test_copypaste_e2e import tree_bytes
 from tests.test_faults import start, wait_for_shards
@@ -186,8 +185,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_output(tmp_path):
     out = tmp_path / "out"
     proc = _start(src, out, num)
     _wait_for_shards(out, proc, 4)
-    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, at once
-    proc.wait(timeout=30)
+    kill_group(proc)  # the parent and its workers, at once
     assert not (out / "annotations.json").exists()
     time.sleep(0.5)  # let orphaned workers notice
     result = copypaste(src, out, "--num-images", str(num), "-j", "2", "--resume")
