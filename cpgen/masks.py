@@ -240,11 +240,18 @@ def bboxes(rles: Sequence[Rle]) -> list[list[int]]:
     return cocomask.toBbox(list(rles)).astype(int).tolist()
 
 
+#: pycocotools' ``area`` of a list of RLEs sizes its result through a uint8 (numpy 2 raises
+#: OverflowError past 255; older numpy wrapped around): at most this many per call.
+AREA_BATCH = 255
+
+
 def areas(rles: Sequence[Rle]) -> list[int]:
-    """``area`` of many RLEs in one call."""
-    if not rles:
-        return []
-    return cocomask.area(list(rles)).tolist()
+    """``area`` of many RLEs, in calls of at most ``AREA_BATCH``."""
+    rles = list(rles)
+    found: list[int] = []
+    for start in range(0, len(rles), AREA_BATCH):
+        found += cocomask.area(rles[start : start + AREA_BATCH]).tolist()
+    return found
 
 
 def empty_rle(height: int, width: int) -> Rle:

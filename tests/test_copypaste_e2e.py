@@ -348,3 +348,45 @@ def test_dask_backend_writes_the_same_files(tmp_path):
         )
         assert result.exit_code == 0, result.output
     assert tree_bytes(tmp_path / "dask") == tree_bytes(tmp_path / "loky")
+
+
+def test_a_target_with_more_than_255_instances(tmp_path: Path) -> None:
+    """pycocotools' ``area`` of a list fails past 255 RLEs (its result sized through a uint8);
+    a crowded target (aerial and shelf datasets have thousands) is measured in batches. The
+    output holds every target instance the pastes left visible, each with its own mask's area."""
+    import json
+
+    from tests.conftest import make_coco
+    from tests.copypaste_helpers import generate
+
+    src = make_coco(tmp_path / "src", n_images=2, size=(320, 240))
+    data = json.loads((src / "annotations.json").read_text())
+    image = data["images"][0]["id"]
+    crowd = []
+    for k in range(300):  # 20 x 15 small squares of 4 x 4 pixels over the first image
+        x, y = 16 * (k % 20) + 2, 16 * (k // 20) + 2
+        square = [x, y, x + 4, y, x + 4, y + 4, x, y + 4]
+        crowd.append(
+            {
+                "id": 1000 + k,
+                "image_id": image,
+                "category_id": data["categories"][0]["id"],
+                "segmentation": [square],
+                "area": 16.0,
+                "bbox": [x, y, 4, 4],
+                "iscrowd": 0,
+            }
+        )
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != image] + crowd
+    (src / "annotations.json").write_text(json.dumps(data))
+    out = tmp_path / "out"
+    generate("--src", str(src), "--out", str(out), "--num-images", "2", "--seed", "3")
+    written = json.loads((out / "annotations.json").read_text())
+    generated = [r for r in written["images"] if "cpgen" in r]
+    on_crowd = [r for r in generated if r["cpgen"].get("target_id") == image]
+    assert len(on_crowd) == 1
+    kept = [a for a in written["annotations"] if a["image_id"] == on_crowd[0]["id"]]
+    targets = [a for a in kept if a["cpgen"]["from"] == "target"]
+    assert 200 < len(targets) <= 300
+    rles = [masks.segmentation_to_rle(a["segmentation"], 240, 320) for a in kept]
+    assert masks.areas(rles) == [masks.area(r) for r in rles] == [a["area"] for a in kept]

@@ -17,8 +17,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from cpgen import masks
 from cpgen.datasets import lazy_json, polygon_batch
 
@@ -112,10 +110,6 @@ def _in_reach(plain: list[int], segs: dict[int, Any], job: CheckJob) -> tuple[se
     return in_reach, sure
 
 
-#: pycocotools' ``area`` of a list of RLEs counts them in a uint8: at most 255 per call.
-_AREA_BATCH = 255
-
-
 def _empty(fast: list[tuple[int, list[list[float]]]], job: CheckJob) -> list[int]:
     """The items of ``fast`` whose mask is empty, rasterised in one call per image size.
 
@@ -130,9 +124,7 @@ def _empty(fast: list[tuple[int, list[list[float]]]], job: CheckJob) -> list[int
         # pycocotools turns each part into float64 as the one-by-one path's float() does
         flat = [part for _, parts in group for part in parts]
         rles = masks.cocomask.frPyObjects(flat, height, width)
-        batches = range(0, len(rles), _AREA_BATCH)
-        areas = np.concatenate([masks.cocomask.area(rles[i : i + _AREA_BATCH]) for i in batches])
-        nonzero = (areas > 0).tolist()
+        nonzero = [area > 0 for area in masks.areas(rles)]
         start = 0
         for k, parts in group:
             if not any(nonzero[start : start + len(parts)]):
