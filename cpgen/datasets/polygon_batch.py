@@ -38,9 +38,10 @@ def plain_polygons(
     counts = [len(seg) for seg in segs]
     parts = [part for seg in segs for part in seg]
     lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
-    flat = np.array(list(itertools.chain.from_iterable(parts)), dtype=np.float64)
-    if flat.ndim != 1 or flat.size != int(lengths.sum()):
-        raise ValueError("not a flat list of numbers")
+    # each value as float() takes it (a list raises ValueError); half the time of np.array
+    flat = np.fromiter(
+        itertools.chain.from_iterable(parts), dtype=np.float64, count=int(lengths.sum())
+    )
     xs, ys = flat[0::2], flat[1::2]
     vertices = lengths // 2
     starts = np.concatenate(([0], np.cumsum(vertices)[:-1]))
