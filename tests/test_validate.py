@@ -488,6 +488,33 @@ def test_outline_pixels_counts_the_mask_edge() -> None:
     assert checks.outline_pixels(np.ones((3, 3), np.uint8)) == 8  # the image edge is an edge
 
 
+def test_the_outline_from_an_rle_is_the_whole_frames_outline() -> None:
+    """``check_area``'s tolerance decodes only the mask's box (``rle_outline_pixels``); on
+    random masks, empty, full and touching the frame's edges, it is the outline of the whole
+    frame counted the plain numpy way: pixels with a 4-neighbour outside the mask or image."""
+    from cpgen.validate.records import rle_outline_pixels
+
+    rng = np.random.default_rng(7)
+    shapes = [(1, 1), (1, 9), (9, 1), (48, 64)] + [tuple(rng.integers(1, 40, 2)) for _ in range(60)]
+    for k, shape in enumerate(shapes):
+        fill = (0.0, 1.0, 0.1, 0.5, 0.9)[k % 5]
+        mask = (rng.random(shape) < fill).astype(np.uint8)
+        if k % 3 == 0 and mask.size > 4:  # a blob away from the edges too
+            mask[:] = 0
+            mask[shape[0] // 4 : shape[0] // 2 + 1, shape[1] // 4 : shape[1] // 2 + 1] = 1
+        padded = np.pad(mask, 1).astype(bool)
+        interior = (
+            padded[1:-1, 1:-1]
+            & padded[:-2, 1:-1]
+            & padded[2:, 1:-1]
+            & padded[1:-1, :-2]
+            & padded[1:-1, 2:]
+        )
+        expected = int(mask.sum()) - int(interior.sum())
+        assert checks.outline_pixels(mask) == expected
+        assert rle_outline_pixels(masks.encode(np.asfortranarray(mask))) == expected
+
+
 def test_jpeg_checks() -> None:
     jpeg = encoded_jpeg(20, 30)
     assert not checks.jpeg_truncated(jpeg)

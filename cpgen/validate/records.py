@@ -199,10 +199,28 @@ def outline_pixels(mask: masks.Mask) -> int:
     ys, xs = np.nonzero(mask)
     if len(ys) == 0:
         return 0
-    crop = np.pad(mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1], 1).astype(np.uint8)
-    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    inner = cv2.erode(crop, cross, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    return int(crop.sum()) - int(inner.sum())
+    return _box_outline(mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+
+
+def rle_outline_pixels(rle: masks.Rle) -> int:
+    """``outline_pixels`` of an RLE's mask, decoding only its box (a tenth of the time of the
+    whole frame on COCO's images, which a COCO-sized file asks 500,000 times)."""
+    return _box_outline(masks.decode_box(rle, masks.bbox(rle)))
+
+
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+
+
+def _box_outline(box: masks.Mask) -> int:
+    """Outline pixels of a 0/1 mask given as the part inside its tight box (the edge of the
+    image is an edge too: a one-pixel border of 0 all round)."""
+    if box.size == 0:
+        return 0
+    padded = cv2.copyMakeBorder(
+        np.ascontiguousarray(box, dtype=np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0
+    )
+    inner = cv2.erode(padded, _CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.countNonZero(padded) - cv2.countNonZero(inner)
 
 
 def check_area(recorded: float, rle: masks.Rle, where: str) -> Problem | None:
@@ -210,7 +228,7 @@ def check_area(recorded: float, rle: masks.Rle, where: str) -> Problem | None:
     difference = abs(recorded - pixels)
     if difference <= AREA_MIN_PX:
         return None
-    tolerance = max(AREA_MIN_PX, AREA_OUTLINE_FRACTION * outline_pixels(masks.decode(rle)))
+    tolerance = max(AREA_MIN_PX, AREA_OUTLINE_FRACTION * rle_outline_pixels(rle))
     if difference <= tolerance:
         return None
     return Problem(
