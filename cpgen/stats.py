@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cpgen.datasets import folders, lazy
-from cpgen.datasets.coco import CocoFiles
+from cpgen.datasets.coco import CocoFiles, paused_gc
 
 SMALL, MEDIUM = 32**2, 96**2  # COCO's area thresholds, pixels
 SIZES = ("small", "medium", "large")
@@ -279,10 +279,11 @@ def stats(dataset: CocoFiles | lazy.CutmixOutput, compare: Path | None) -> dict[
 
             raise UsageError(f"--compare {compare} is not a folder (an image folder, for cutmix)")
         return cutmix_stats(dataset, compare)
-    other = None
-    if compare is not None:
-        other = lazy.LazyCoco.open(lazy.coco_files(compare, None, None, None))
-    return coco_stats(lazy.LazyCoco.open(dataset), other)
+    with paused_gc():  # every annotation record at once, and no cycles among them
+        other = None
+        if compare is not None:
+            other = lazy.LazyCoco.open(lazy.coco_files(compare, None, None, None))
+        return coco_stats(lazy.LazyCoco.open(dataset), other)
 
 
 # ---------------------------------------------------------------------------------------------

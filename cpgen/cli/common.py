@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -122,8 +124,27 @@ def handle_errors(command: F) -> F:
         finally:
             stop_workers()  # a command's workers are killed when it ends, not left to finalise
             release_locks()
+            gc.unfreeze()  # what ``loading_for_the_run`` set aside is collectable again
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def loading_for_the_run() -> Iterator[None]:
+    """Load a command's dataset (millions of records for a large COCO file) with the garbage
+    collector paused, then set it aside from the collector until the command ends
+    (``gc.freeze``; ``handle_errors`` puts it back).
+
+    Parsed JSON holds no cycles and the records live as long as the command, so every full
+    collection that walks them finds nothing: the first one after the load alone took 0.7 s
+    on a 280 MB file. ``coco.load`` pauses the collector itself; this also keeps it from
+    running as the load ends, before the freeze.
+    """
+    from cpgen.datasets.coco import paused_gc
+
+    with paused_gc():
+        yield
+        gc.freeze()
 
 
 def _workers(workers: int | None) -> int:

@@ -30,6 +30,7 @@ from cpgen.cli.common import (
     _stderr,
     app,
     handle_errors,
+    loading_for_the_run,
 )
 
 
@@ -238,12 +239,13 @@ def copypaste(
     if not dry_run:  # before reading a large file: a refused OUT needs no parse
         check_out(out, overwrite=overwrite, resume=resume)
         _start_workers(run_options, "cpgen.copypaste.shard", "cpgen.datasets.coco_checks")
-    index = coco.load(
-        files,
-        report=None if quiet else _stderr,
-        progress=_progress(quiet),
-        map_jobs=None if dry_run else run_options.map_jobs("checking annotations", "ann"),
-    )
+    with loading_for_the_run():
+        index = coco.load(
+            files,
+            report=None if quiet else _stderr,
+            progress=_progress(quiet),
+            map_jobs=None if dry_run else run_options.map_jobs("checking annotations", "ann"),
+        )
     if dry_run:
         broken = job.check_images(index)
         for reason in broken.values():

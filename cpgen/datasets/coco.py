@@ -8,8 +8,10 @@ annotation drops that annotation and is reported in ``CocoIndex.problems``.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -110,6 +112,25 @@ class CocoIndex:
         return max((int(a["id"]) for anns in self.anns_by_image for a in anns), default=-1)
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a large file becomes millions of objects.
+
+    Each collection of the oldest generation walks every object alive, and building a COCO
+    file's records triggers one after every few hundred thousand new ones: on a 280 MB file,
+    20 of them took 3.6 s of a 16 s load. Parsed JSON holds no reference cycles, so there is
+    nothing for them to find. The collector is back as it was when the block ends; its next
+    collection walks the new objects once (the CLI sets them aside first, ``gc.freeze``).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 #: Annotation files from this size on are announced before they are read (bytes).
 LARGE_FILE = 32 * 1024 * 1024
 
@@ -122,6 +143,11 @@ def read_json(
     A large file is announced to ``report`` (with its size) before the parse starts. With
     ``keep_polygons``, annotations' polygon segmentations stay JSON text (``lazy_json``).
     """
+    with paused_gc():
+        return _read_json(path, report, keep_polygons)
+
+
+def _read_json(path: Path, report: Callable[[str], None] | None, keep_polygons: bool) -> Any:
     try:
         if report is not None and path.stat().st_size >= LARGE_FILE:
             report(f"reading {path} ({path.stat().st_size / 2**20:,.0f} MiB)...")
@@ -211,6 +237,16 @@ def load(
     stay JSON text in the index (``coco_checks.usable_record`` gives the cleaned record);
     their checks run in batches, through ``map_jobs`` when given (in workers), else here.
     """
+    with paused_gc():  # the index is millions of objects and no cycles
+        return _load(files, report, progress, map_jobs)
+
+
+def _load(
+    files: CocoFiles,
+    report: Callable[[str], None] | None,
+    progress: bool,
+    map_jobs: MapJobs | None,
+) -> CocoIndex:
     path = files.annotations
     data = read_json(path, report, keep_polygons=True)
     if not isinstance(data, dict):
