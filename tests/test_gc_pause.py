@@ -1,8 +1,8 @@
-"""The cyclic garbage collector stays out of large loads: ``coco.load``, ``read_json`` and
-``stats`` run with it paused (parsed JSON holds no cycles, and on a COCO-sized file each full
-collection walked millions of records), then restore it as it was, to walk what they made once;
-a command loads its dataset paused and sets it aside (``gc.freeze``) for the run, so no full
-collection walks it at all, and puts it back when it ends."""
+"""The cyclic garbage collector stays out of large loads: ``coco.load``, ``read_json``,
+``stats`` and ``validate`` run with it paused (parsed JSON holds no cycles, and on a COCO-sized
+file each full collection walked millions of records), then restore it as it was, to walk what
+they made once; a command loads its dataset paused and sets it aside (``gc.freeze``) for the
+run, so no full collection walks it at all, and puts it back when it ends."""
 
 from __future__ import annotations
 
@@ -78,6 +78,26 @@ def test_stats_run_with_the_collector_paused(many, collections) -> None:
     collections.clear()
     result = stats.stats(coco.find_layout(many), None)
     assert result["annotations"] == 3000
+    assert gc.isenabled() and len(collections) <= 3
+
+
+def test_validate_runs_with_the_collector_paused(many, collections, monkeypatch) -> None:
+    """Its checks of every record too (after the parse), not only the parse."""
+    import cpgen.validate as validate
+
+    during: list[bool] = []
+    real_check = validate.check_annotation_record
+
+    def spying_check(*args, **kwargs):
+        during.append(gc.isenabled())
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(validate, "check_annotation_record", spying_check)
+    gc.collect()
+    collections.clear()
+    report = validate.validate(coco.find_layout(many))
+    assert report.annotations == 3000
+    assert len(during) == 3000 and not any(during)
     assert gc.isenabled() and len(collections) <= 3
 
 

@@ -98,8 +98,14 @@ def validate(files: coco.CocoFiles, workers: int | None = None, report_line: Any
     """Check the annotation file and every image it names; never stops at the first problem.
 
     ``workers`` threads read and decode the images (default: up to 8, one per core).
-    ``report_line(message)`` hears what a long step is doing (stderr in the CLI).
+    ``report_line(message)`` hears what a long step is doing (stderr in the CLI). Runs with the
+    garbage collector paused (``coco.paused_gc``): the records it checks hold no cycles.
     """
+    with coco.paused_gc():
+        return _validate(files, workers, report_line)
+
+
+def _validate(files: coco.CocoFiles, workers: int | None, report_line: Any) -> Report:
     report = Report()
     try:
         data = coco.read_json(files.annotations, report_line)
