@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from cpgen.datasets import folders, lazy
-from cpgen.datasets.coco import CocoFiles, paused_gc
+from cpgen.datasets import folders, lazy, paused_gc
+from cpgen.datasets.coco import CocoFiles
 
 SMALL, MEDIUM = 32**2, 96**2  # COCO's area thresholds, pixels
 SIZES = ("small", "medium", "large")

@@ -1,12 +1,14 @@
 """The cyclic garbage collector stays out of large loads: ``coco.load``, ``read_json``,
-``stats`` and ``validate`` run with it paused (parsed JSON holds no cycles, and on a COCO-sized
-file each full collection walked millions of records), then restore it as it was, to walk what
-they made once; a command loads its dataset paused and sets it aside (``gc.freeze``) for the
-run, so no full collection walks it at all, and puts it back when it ends."""
+``stats``, ``validate`` and a worker's check of a batch run with it paused (parsed JSON holds no
+cycles, and on a COCO-sized file each full collection walked millions of records), then restore
+it as it was, to walk what they made once; a command loads its dataset paused and sets it aside
+(``gc.freeze``) for the run, so no full collection walks it at all, and puts it back when it
+ends."""
 
 from __future__ import annotations
 
 import gc
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,8 +41,6 @@ def collections() -> Iterator[list[int]]:
 def many(tmp_path: Path) -> Path:
     """A COCO file of 3,000 annotations: far more new objects than a young generation holds
     (700), so a load with the collector running collects many times."""
-    import json
-
     src = make_coco(tmp_path / "src", n_images=2)
     data = json.loads((src / "annotations.json").read_text())
     first = data["annotations"][0]
@@ -53,9 +53,8 @@ def test_a_load_runs_with_the_collector_paused_and_gives_it_back(many, collectio
     files = coco.find_layout(many)
     gc.collect()  # young generations empty: none is due as a load begins
     collections.clear()
-    coco._load(files, None, False, None)  # the control: the load's work, the collector running
-    running = list(collections)
-    assert len(running) >= 10  # a young collection every 700 new containers
+    json.loads(files.annotations.read_bytes())  # the control: the parse, the collector running
+    assert len(collections) >= 10  # a young collection every 700 new containers
     gc.collect()
     collections.clear()
     index = coco.load(files)
@@ -71,6 +70,27 @@ def test_a_load_runs_with_the_collector_paused_and_gives_it_back(many, collectio
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_batch_of_annotations_is_checked_paused(many, monkeypatch) -> None:
+    """``check_annotations``, the part of a load that runs in workers, pauses it too."""
+    from cpgen.datasets import coco_checks, lazy_json
+
+    files = coco.find_layout(many)
+    index = coco.load(files)
+    anns = [a for image in index.anns_by_image for a in image]
+    job = coco_checks.CheckJob([(k, a, 96, 64) for k, a in enumerate(anns)])
+    during: list[bool] = []
+    real_parse = lazy_json.parse_polygons
+
+    def spying_parse(texts):
+        during.append(gc.isenabled())
+        return real_parse(texts)
+
+    monkeypatch.setattr(lazy_json, "parse_polygons", spying_parse)
+    result = coco_checks.check_annotations(job)
+    assert len(result.usable) == 3000 and result.problems == []
+    assert during == [False] and gc.isenabled()
 
 
 def test_stats_run_with_the_collector_paused(many, collections) -> None:

@@ -140,7 +140,7 @@ def loading_for_the_run() -> Iterator[None]:
     on a 280 MB file. ``coco.load`` pauses the collector itself; this also keeps it from
     running as the load ends, before the freeze.
     """
-    from cpgen.datasets.coco import paused_gc
+    from cpgen.datasets import paused_gc
 
     with paused_gc():
         yield

@@ -8,15 +8,13 @@ annotation drops that annotation and is reported in ``CocoIndex.problems``.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cpgen.datasets import lazy_json
+from cpgen.datasets import lazy_json, paused_gc
 from cpgen.datasets.coco_checks import CheckJob, CheckResult, check_annotations
 from cpgen.errors import DataError, UsageError
 
@@ -110,25 +108,6 @@ class CocoIndex:
 
     def max_annotation_id(self) -> int:
         return max((int(a["id"]) for anns in self.anns_by_image for a in anns), default=-1)
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """Python's cyclic garbage collector off while a large file becomes millions of objects.
-
-    Each collection of the oldest generation walks every object alive, and building a COCO
-    file's records triggers one after every few hundred thousand new ones: on a 280 MB file,
-    20 of them took 3.6 s of a 16 s load. Parsed JSON holds no reference cycles, so there is
-    nothing for them to find. The collector is back as it was when the block ends; its next
-    collection walks the new objects once (the CLI sets them aside first, ``gc.freeze``).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 #: Annotation files from this size on are announced before they are read (bytes).

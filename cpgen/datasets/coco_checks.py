@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cpgen import masks
-from cpgen.datasets import lazy_json, polygon_batch
+from cpgen.datasets import lazy_json, paused_gc, polygon_batch
 
 Problem = tuple[str, str]
 
@@ -42,7 +42,13 @@ class CheckResult:
 
 
 def check_annotations(job: CheckJob) -> CheckResult:
-    """The verdicts of a batch of annotations (see the module docstring)."""
+    """The verdicts of a batch of annotations (see the module docstring), with the garbage
+    collector paused (``paused_gc``: 7% of the time went to collections finding nothing)."""
+    with paused_gc():
+        return _check_batch(job)
+
+
+def _check_batch(job: CheckJob) -> CheckResult:
     result = CheckResult(len(job.items))
     texts = [ann.get("segmentation") for _, ann, _, _ in job.items]
     texts = [t for t in texts if isinstance(t, bytes)]

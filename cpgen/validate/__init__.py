@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from cpgen.datasets import coco
+from cpgen.datasets import coco, paused_gc
 from cpgen.datasets.consumers import consumer_warnings
 from cpgen.errors import DataError
 from cpgen.runner import thread_pool
@@ -99,9 +99,9 @@ def validate(files: coco.CocoFiles, workers: int | None = None, report_line: Any
 
     ``workers`` threads read and decode the images (default: up to 8, one per core).
     ``report_line(message)`` hears what a long step is doing (stderr in the CLI). Runs with the
-    garbage collector paused (``coco.paused_gc``): the records it checks hold no cycles.
+    garbage collector paused (``datasets.paused_gc``): the records it checks hold no cycles.
     """
-    with coco.paused_gc():
+    with paused_gc():
         return _validate(files, workers, report_line)
 
 
