@@ -364,8 +364,10 @@ def output_name(gen_dir: str, index: int) -> str:
 #: then its annotation records, each line led by its output's index (generated) or its image's
 #: position (originals) and a tab. 4 = the same, with a source drawn small averaged down from
 #: its whole decode (``images.reduce``; 3: decoded again, DCT-scaled): other pixels, so a run
-#: interrupted under 3 is not finished under 4.
-SHARD_FORMAT = 4
+#: interrupted under 3 is not finished under 4. 5 = the same files; the outputs grouped into
+#: shards otherwise (``plan._affinity_order``), so a shard number names other outputs than
+#: under 4.
+SHARD_FORMAT = 5
 
 
 def write_shard(
