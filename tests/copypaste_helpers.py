@@ -196,8 +196,6 @@ def unfinish_shards(out: Path, keep: int) -> list[Path]:
         status = json.loads(status_line)
         if status["kind"] == "generated":
             for record in records[: status["lines"]["images"]]:
-                unfinished.append(
-                    out / "images" / json.loads(record.partition("\t")[2])["file_name"]
-                )
+                unfinished.append(out / "images" / json.loads(record)["file_name"])
         path.unlink()
     return sorted(unfinished)

@@ -78,8 +78,9 @@ def test_resume_with_other_options_names_the_difference(reference, tmp_path):
 
 def test_a_shard_is_one_file_its_status_then_its_records(reference, tmp_path):
     """Each shard writes one result file (a file and its fsync cost as much as part of an
-    encode on some file systems): the status line, then the image and annotation records, each
-    led by its output's index; the merge puts them in output order."""
+    encode on some file systems): the status line, then the image and annotation records; the
+    status lists each output's index and its count of each, and the merge puts them in output
+    order by it."""
     src, _ = reference
     out = tmp_path / "out"
     assert copypaste(src, out, *ARGS).exit_code == 0
@@ -88,31 +89,34 @@ def test_a_shard_is_one_file_its_status_then_its_records(reference, tmp_path):
     merged = json.loads((out / "annotations.json").read_text())
     images, annotations = {}, {}
     for path in sorted(shards.iterdir())[1:]:  # the generated shards
-        status, *records = path.read_text().splitlines()
-        lines = json.loads(status)["lines"]
-        assert len(records) == lines["images"] + lines["annotations"]
-        indices = []
-        for k, line in enumerate(records):
-            index, _, text = line.partition("\t")
-            record = json.loads(text)
-            if k < lines["images"]:
-                indices.append(int(index))
-                images[int(index)] = record
-            else:
-                annotations.setdefault(int(index), []).append(record)
+        status_line, *lines = path.read_text().splitlines()
+        status = json.loads(status_line)
+        counts = status["lines"]
+        assert len(lines) == counts["images"] + counts["annotations"]
+        records = iter(map(json.loads, lines))
+        groups = status["groups"]
+        for index, image_lines, _ in groups:
+            assert image_lines == 1
+            images[index] = next(records)
+        for index, _, annotation_lines in groups:
+            annotations[index] = [next(records) for _ in range(annotation_lines)]
+        assert next(records, None) is None
+        indices = [index for index, *_ in groups]
         assert indices == sorted(indices)  # a shard's outputs in order
+        assert all(images[i]["file_name"].endswith(f"{i:06d}.jpg") for i in indices)
     assert sorted(images) == list(range(70))
     assert merged["images"][-70:] == [images[i] for i in range(70)]
     generated = [a for i in range(70) for a in annotations.get(i, [])]
     assert merged["annotations"][-len(generated) :] == generated
 
 
-@pytest.mark.parametrize("earlier", [None, 3])
+@pytest.mark.parametrize("earlier", [None, 3, 4])
 def test_resume_of_a_run_with_shards_of_an_earlier_format_is_refused(reference, tmp_path, earlier):
     """A run interrupted under cpgen before one-file shards of outputs grouped by the images
-    they share (its manifest has no ``shard_format``) would be merged wrongly, and one under
-    format 3 (sources drawn small decoded DCT-scaled) would mix two renderings: refused, naming
-    the difference."""
+    they share (its manifest has no ``shard_format``) would be merged wrongly, one under
+    format 3 (sources drawn small decoded DCT-scaled) would mix two renderings, and one under
+    format 4 (other outputs in each shard, index-prefixed lines) would be merged wrongly:
+    refused, naming the difference."""
     src, _ = reference
     out = tmp_path / "out"
     assert copypaste(src, out, *ARGS).exit_code == 0
@@ -123,7 +127,7 @@ def test_resume_of_a_run_with_shards_of_an_earlier_format_is_refused(reference, 
     manifest_path.write_text(json.dumps(manifest))
     result = copypaste(src, out, *ARGS, "--resume")
     assert result.exit_code == EXIT_USAGE
-    assert f"shard_format was {json.dumps(earlier)}, now 4" in result.stderr
+    assert f"shard_format was {json.dumps(earlier)}, now 5" in result.stderr
 
 
 def test_resume_after_the_source_changed_is_refused(reference, tmp_path):
