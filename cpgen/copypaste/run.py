@@ -350,10 +350,10 @@ def merge(
         1 for problem, _ in index.problems if not problem.startswith("polygon parts dropped")
     )
     broken: dict[int, str] = {}
-    statuses = []
+    kinds = []
     for number in range(num_shards):
         status = output.read_shard(out, number)
-        statuses.append(status)
+        kinds.append(status["kind"])
         broken.update({int(k): v for k, v in status["broken"].items()})
         broken_inputs.update(dict.fromkeys(status.get("broken_inputs", {}).values()))
         summary.skipped_outputs += len(status["skipped"])
@@ -366,22 +366,23 @@ def merge(
 
     def records(part: str) -> Iterator[str]:
         """The ``part`` records, an original's or an output's at a time (joined by commas)."""
-        for number, status in enumerate(statuses):
-            if status["kind"] == "originals":
-                texts = shard_records(out, number, status, part)
-                for (position, *_), text in zip(status["groups"], texts, strict=True):
-                    if position not in broken:
-                        summary.originals += part == "images"
-                        if text:
-                            yield text
-        generated = [n for n, status in enumerate(statuses) if status["kind"] == "generated"]
+        # statuses are read again where needed (their groups are not all kept at once)
+        for number in (n for n, kind in enumerate(kinds) if kind == "originals"):
+            status = output.read_shard(out, number)
+            texts = shard_records(out, number, status, part)
+            for (position, *_), text in zip(status["groups"], texts, strict=True):
+                if position not in broken:
+                    summary.originals += part == "images"
+                    if text:
+                        yield text
+        generated = [n for n, kind in enumerate(kinds) if kind == "generated"]
         per_block = AFFINITY_BLOCK // SHARD_SIZE  # a block's shards hold its outputs alone
         for first in range(0, len(generated), per_block):
-            block = generated[first:][:per_block]
-            texts = {n: shard_records(out, n, statuses[n], part) for n in block}
+            statuses = {n: output.read_shard(out, n) for n in generated[first:][:per_block]}
+            texts = {n: shard_records(out, n, status, part) for n, status in statuses.items()}
             # each shard lists its outputs in order: taking them in output order reads each
             # shard's records in the order written
-            for _, number in sorted((g[0], n) for n in block for g in statuses[n]["groups"]):
+            for _, number in sorted((g[0], n) for n, s in statuses.items() for g in s["groups"]):
                 text = next(texts[number])
                 if text:
                     yield text
