@@ -4,8 +4,12 @@ what an output is made of never depends on what else its shard reads."""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import json
 import random
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -13,7 +17,10 @@ from cpgen import images
 from cpgen.copypaste.sources import ImageRef, ShardImages, decode_image, refs
 from cpgen.datasets import coco
 from cpgen.plan import CopyPasteTask, affinity_shards, shard
-from tests.copypaste_helpers import EXAMPLES, block_mean
+from tests.copypaste_helpers import EXAMPLES, block_mean, generate, tree_bytes
+
+# the module: the package's ``run`` attribute is its run() function
+copypaste_run = importlib.import_module("cpgen.copypaste.run")
 
 Shards = list[list[CopyPasteTask]]
 
@@ -100,3 +107,29 @@ def test_a_reduced_source_is_the_whole_decode_averaged_down_whoever_decoded_it()
     assert np.array_equal(reduced, block_mean(decode_image(ref), 2))
     alone, _ = ShardImages(Counter({ref.key: 1}), decode=counting).get(ref, 2)
     assert decodes == [size, size] and np.array_equal(alone, reduced)
+
+
+def shard_outputs(out: Path) -> list[list[int]]:
+    """Each generated shard's output indices, from its status's groups."""
+    shards = []
+    for path in sorted((out / ".cpgen" / "shards").glob("*.json")):
+        status = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+        if status["kind"] == "generated":
+            shards.append([index for index, *_ in status["groups"]])
+    return shards
+
+
+def test_outputs_merge_in_order_across_affinity_blocks(tmp_path, monkeypatch) -> None:
+    """Blocks of 32 outputs instead of 4,096: 70 outputs in three blocks, each grouped into
+    shards of its own outputs. The merge takes each block's outputs in order from its shards'
+    groups, so every file is byte-identical to a run in one block."""
+    one_block, blocks = tmp_path / "one", tmp_path / "three"
+    generate("--src", str(EXAMPLES), "--out", str(one_block), "--num-images", "70", "-j", "2")
+    monkeypatch.setattr(copypaste_run, "AFFINITY_BLOCK", 32)
+    monkeypatch.setattr(
+        copypaste_run, "affinity_shards", functools.partial(affinity_shards, block=32)
+    )
+    generate("--src", str(EXAMPLES), "--out", str(blocks), "--num-images", "70", "-j", "2")
+    assert any(len({i // 32 for i in s}) > 1 for s in shard_outputs(one_block))
+    assert all(len({i // 32 for i in s}) == 1 for s in shard_outputs(blocks))
+    assert tree_bytes(blocks) == tree_bytes(one_block)
