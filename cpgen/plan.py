@@ -139,7 +139,7 @@ def _affinity_order(keys: Sequence[Sequence[tuple[str, int]]], size: int) -> lis
     order whose consecutive groups of ``size`` share few images.
 
     Tasks linked by a shared image form a graph; a depth-first search from the first task not
-    yet reached, lowest first, spans each of its parts with a tree. From the leaves up, each task
+    yet reached spans each of its parts with a tree. From the leaves up, each task
     gathers itself and what its subtrees left over, smallest first, and cuts off full groups
     from the far end whenever it holds more than ``size``: a group is then most often whole
     subtrees, tied to the rest by the one image each shares with its parent. The trees' last

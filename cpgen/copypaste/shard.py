@@ -111,7 +111,7 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
     out = Path(job.out)
     image_lines: list[str] = []
     ann_lines: list[str] = []
-    groups: list[list[int]] = []  # [output index or image position, image lines, annotation lines]
+    groups: list[list[int]] = []  # [output index, image lines, annotation lines]
     counts: dict[str, Any] = dict.fromkeys(
         ("generated", "generated_annotations", "pasted_instances", "dropped_target_annotations"), 0
     )
@@ -135,16 +135,16 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
     worker = WORKER_IMAGES if job.cache[1] > 0 else None
     cache = ShardImages(uses, worker=worker, later=job.later, decode=pixels.decode)
     # written outputs' records and those of them still to trace
-    waiting: list[tuple[int, list[dict[str, Any]], list[tuple[dict[str, Any], masks.Rle]]]] = []
+    waiting: list[tuple[list[dict[str, Any]], list[tuple[dict[str, Any], masks.Rle]]]] = []
 
     def flush() -> None:
         """Trace the waiting outputs' masks together, then write their records, in order."""
-        untraced = [u for _, _, untraced in waiting for u in untraced]
+        untraced = [u for _, untraced in waiting for u in untraced]
         trace(untraced)
         traced = {id(record) for record, _ in untraced}
         ann_lines.extend(
             output.dumps_traced(ann) if id(ann) in traced else output.dumps(ann)
-            for _, records, _ in waiting
+            for records, _ in waiting
             for ann in records
         )
         waiting.clear()
@@ -234,8 +234,8 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
                 counts["pasted_instances"] += 1
                 per_category[str(ann["category_id"])] += 1
         groups.append([task.index, 1, len(generated.annotations)])  # the merge orders by it
-        waiting.append((task.index, generated.annotations, generated.untraced))
-        if sum(len(untraced) for _, _, untraced in waiting) >= TRACE_BATCH:
+        waiting.append((generated.annotations, generated.untraced))
+        if sum(len(untraced) for _, untraced in waiting) >= TRACE_BATCH:
             flush()
         counts["generated"] += 1
         counts["generated_annotations"] += len(generated.annotations)
@@ -286,7 +286,7 @@ def run_originals_shard(job: OriginalsShard) -> ShardResult:
     out = Path(job.out)
     image_lines: list[str] = []
     ann_lines: list[str] = []
-    groups: list[list[int]] = []  # [output index or image position, image lines, annotation lines]
+    groups: list[list[int]] = []  # [image position, image lines, annotation lines]
     for ref in job.images:
         try:
             path = image_path(job.images_dir, ref)
