@@ -171,9 +171,10 @@ def copypaste(
     cache_mb: Annotated[
         int | None,
         typer.Option(
-            help="MiB of decoded images each worker keeps across shards (0: none; default: a "
-            "quarter of the memory shared by the workers, at most 2048). Changes no output "
-            "byte; a --resume may use another value.",
+            help="MiB of decoded images each worker keeps across shards, counting those it "
+            "shares with the other workers through /dev/shm (0: none; default: a quarter of "
+            "the memory shared by the workers, at most 2048). Changes no output byte; a "
+            "--resume may use another value.",
             show_default=False,
         ),
     ] = None,

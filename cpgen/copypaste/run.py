@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cpgen import __version__, output
+from cpgen.copypaste.image_store import open_store
 from cpgen.copypaste.inputs import Inputs, prepare
 from cpgen.copypaste.options import CopyPasteOptions, options_record
 from cpgen.copypaste.shard import (
@@ -245,7 +246,6 @@ def run(
     cache_mb = getattr(run_options, "cache_mb", None)
     if cache_mb is None:
         cache_mb = default_cache_mb(1 if device is not None else run_options.workers)
-    cache = (uuid.uuid4().hex, cache_mb * 2**20)
     chunks = affinity_shards(tasks, SHARD_SIZE, pool=inputs.pool)
     last_use = later_uses(chunks, inputs.pool)
 
@@ -287,25 +287,29 @@ def run(
 
     pending = [k for k in range(len(chunks)) if first_generate + k not in finished]
     initial = len(tasks) - sum(len(chunks[k]) for k in pending)
-    try:
-        if device is None:  # payloads made as workers take them: the main process stays small
-            run_jobs(
-                run_generate_shard,
-                Lazy(build, pending),
-                workers=run_options.workers,
-                backend=run_options.backend,
-                progress=run_options.progress,
-                desc="copypaste",
-                on_result=lambda r: r.done,
-                total=len(tasks),
-                initial=initial,
-            )
-        else:
-            payloads = [build(k) for k in pending]
-            on_device.run_device(payloads, run_options, len(tasks), initial)
-    finally:
-        WORKER_IMAGES.clear()  # shards run in this process (one worker, --device) kept images
-        forget_usable()
+    # workers on this machine share their decodes (image_store)
+    local = device is None and cache_mb > 0 and run_options.backend in SHARED_MEMORY
+    with open_store(run_options.workers if local else 1) as (store, store_bytes):
+        cache = (uuid.uuid4().hex, cache_mb * 2**20, store, store_bytes)
+        try:
+            if device is None:  # payloads made as workers take them: the main process stays small
+                run_jobs(
+                    run_generate_shard,
+                    Lazy(build, pending),
+                    workers=run_options.workers,
+                    backend=run_options.backend,
+                    progress=run_options.progress,
+                    desc="copypaste",
+                    on_result=lambda r: r.done,
+                    total=len(tasks),
+                    initial=initial,
+                )
+            else:
+                payloads = [build(k) for k in pending]
+                on_device.run_device(payloads, run_options, len(tasks), initial)
+        finally:
+            WORKER_IMAGES.clear()  # shards run in this process (one worker, --device) kept images
+            forget_usable()
     summary = merge(index, out, options, len(originals) + len(chunks), inputs)
     summary.seconds = round(time.perf_counter() - started, 3)
     output.write_manifest(out, {**manifest, "state": "done", "summary": summary.to_json()})
@@ -313,6 +317,10 @@ def run(
         for name in summary.broken_images:
             report(f"skipped image {name}")
     return summary
+
+
+#: joblib backends whose workers all run on this machine, so can share ``/dev/shm``
+SHARED_MEMORY = ("loky", "multiprocessing")
 
 
 def later_uses(chunks: list[list[CopyPasteTask]], pool: bool) -> dict[tuple[str, int], int]:

@@ -77,9 +77,11 @@ class GenerateShard:
     source_annotations: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     backgrounds: dict[int, str] = field(default_factory=dict)
     backgrounds_dir: str = ""
-    #: (run, bytes): the worker's decoded-image cache across shards (``WorkerImages``); it
-    #: changes no output byte, so it is no option of the output (not in the manifest)
-    cache: tuple[str, int] = ("", 0)
+    #: (run, bytes, store folder, store bytes): the worker's decoded-image cache across shards
+    #: (``WorkerImages``), and the folder where the run's workers share decodes with what each
+    #: may write there ("" and 0 for none; ``image_store``). They change no output byte, so
+    #: are no option of the output (not in the manifest).
+    cache: tuple[str, int, str, int] = ("", 0, "", 0)
     #: keys (``ImageRef.key``) of this shard's images that a later shard uses too
     later: frozenset[tuple[str, str, int, int]] = frozenset()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cpgen import images, masks
+from cpgen.copypaste.image_store import ImageStore
 from cpgen.datasets import coco
 from cpgen.errors import DataError, UsageError
 
@@ -183,20 +184,29 @@ class WorkerImages:
     arrays are shared: never modified (``ShardImages.take`` copies). ``run`` names the run: a
     new one empties the cache (files may have changed between runs served by the same worker).
     Thread-safe (``--device`` shards run in threads of one process).
+
+    With a ``store`` folder (``image_store``), an image this worker lacks is first looked for
+    among those the other workers of the run published, and one it decodes that a later shard
+    reads is published. The budget covers what this worker holds in its own memory and what it
+    published (in RAM too, until the run ends); images mapped from the store cost it nothing.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.run = ""
         self.budget = 0
-        self.used = 0
+        self.used = 0  # bytes of this process's own arrays in ``decoded``, plus ``published``
+        self.published = 0
+        self.maps = 0  # arrays in ``decoded`` mapped from the store
+        self.store: ImageStore | None = None
         self.decoded: OrderedDict[tuple[str, str, int, int], images.Image] = OrderedDict()
 
-    def configure(self, run: str, budget_bytes: int) -> None:
+    def configure(self, run: str, budget_bytes: int, store: str = "", store_bytes: int = 0) -> None:
         with self.lock:
             if run != self.run:
                 self.decoded.clear()
-                self.used, self.run = 0, run
+                self.used, self.published, self.maps, self.run = 0, 0, 0, run
+                self.store = ImageStore(store, store_bytes) if store else None
             self.budget = budget_bytes
             self._shrink()
 
@@ -217,24 +227,71 @@ class WorkerImages:
                 if keep:
                     self.decoded.move_to_end(key)
                 else:
-                    del self.decoded[key]
-                    self.used -= hit.nbytes
+                    self._forget(key)
                 return hit, True
-            budget = self.budget
-        pixels = decode_image(ref, decode)
-        if not keep or pixels.nbytes > budget:
-            return pixels, False
+            store = self.store
+        pixels = store.read(key) if store is not None else None
+        if pixels is None:
+            pixels = decode_image(ref, decode)
+            if keep and store is not None:
+                pixels = self._publish(store, key, pixels)
+        if not keep:
+            return pixels, not pixels.flags.writeable  # one from the store is shared
         with self.lock:
-            if key in self.decoded or pixels.nbytes > self.budget:
-                return pixels, False
+            cost = _own_bytes(pixels)
+            if key in self.decoded or cost > self.budget:
+                return pixels, not pixels.flags.writeable
             self.decoded[key] = pixels
-            self.used += pixels.nbytes
+            self.used += cost
+            self.maps += not cost
             self._shrink()
         return pixels, True
 
+    def _publish(
+        self, store: ImageStore, key: tuple[str, str, int, int], pixels: images.Image
+    ) -> images.Image:
+        """The store's copy of ``pixels`` once written, within the budget; else ``pixels``."""
+        with self.lock:
+            if self.published + pixels.nbytes > self.budget or store is not self.store:
+                return pixels
+            self.published += pixels.nbytes
+            self.used += pixels.nbytes
+            self._shrink()
+        shared = store.write(key, pixels)
+        if shared is not None:
+            return shared
+        with self.lock:
+            if store is self.store:
+                self.published -= pixels.nbytes
+                self.used -= pixels.nbytes
+        return pixels
+
+    def _forget(self, key: tuple[str, str, int, int]) -> None:
+        cost = _own_bytes(self.decoded.pop(key))
+        self.used -= cost
+        self.maps -= not cost
+
     def _shrink(self) -> None:
-        while self.used > self.budget and self.decoded:
-            self.used -= self.decoded.popitem(last=False)[1].nbytes
+        """Least recently used first, drop own arrays past the budget and maps past
+        ``MAX_MAPS`` (each map is one of the process's memory areas, which the kernel caps)."""
+        if self.used <= self.budget and self.maps <= MAX_MAPS:
+            return
+        for key, pixels in list(self.decoded.items()):
+            over, mapped = self.used > self.budget, self.maps > MAX_MAPS
+            if not over and not mapped:
+                break
+            if (over and pixels.flags.writeable) or (mapped and not pixels.flags.writeable):
+                self._forget(key)
+
+
+#: The most images a worker keeps mapped from the store (Linux allows 65,530 maps a process).
+MAX_MAPS = 4096
+
+
+def _own_bytes(pixels: images.Image) -> int:
+    """What an array in the cache costs this process: nothing for a read-only map of the
+    store (its pages count where they were published), its size otherwise."""
+    return pixels.nbytes if pixels.flags.writeable else 0
 
 
 #: The decoded images of this worker process, kept across shards (``WorkerImages``).
