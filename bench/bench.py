@@ -52,14 +52,20 @@ def copypaste_run(index: coco.CocoIndex, options, workers: int) -> float:
     return time.perf_counter() - start
 
 
-def whole_process(src: Path, num_images: int, workers: int) -> float:
+def whole_process(src: Path, num_images: int, workers: int, defaults: bool = False) -> float:
     """Wall seconds of the console script as a user runs it: interpreter start, imports,
-    reading the annotations, starting the workers, the run and the exit."""
+    reading the annotations, starting the workers, the run and the exit. ``defaults``: with
+    every option at its default (one output per image, the originals hard-linked), as issue 9
+    measured its two-worker speed-up; else as the floor is compared (``--originals none``)."""
     from bench.big_annotations import cpgen_command
 
     out = scratch("copypaste-cli-") / "out"
+    command = cpgen_command(src, out, num_images, workers)
+    if defaults:
+        command = [command[0], "copypaste", "--src", str(src), "--out", str(out)]
+        command += ["-j", str(workers), "--quiet"]
     start = time.perf_counter()
-    done = subprocess.run(cpgen_command(src, out, num_images, workers))
+    done = subprocess.run(command)
     seconds = time.perf_counter() - start
     if done.returncode not in (0, 3):  # 3: finished, some items skipped
         sys.exit(f"cpgen copypaste failed ({done.returncode})")
@@ -71,7 +77,8 @@ def bench_copypaste(
 ) -> dict[str, float]:
     """Medians of ``repeats`` interleaved rounds: the floor and cpgen with 1 and 2 workers
     (and ``--blend gaussian`` with 1 worker when ``gaussian``; the whole console script with 1
-    and 2 workers when ``whole``). cpgen runs in this process, where the worker pool stays up
+    and 2 workers when ``whole``, with ``--originals none`` and with every option at its
+    default). cpgen runs in this process, where the worker pool stays up
     between rounds: these figures leave out what a fresh process pays once."""
     index = coco.load(coco.find_layout(src))
     options = copypaste.CopyPasteOptions(num_images=num_images, originals="none")
@@ -88,6 +95,8 @@ def bench_copypaste(
     if whole:
         measures["cli_one_s"] = lambda: whole_process(src, num_images, 1)
         measures["cli_two_s"] = lambda: whole_process(src, num_images, 2)
+        measures["cli_default_one_s"] = lambda: whole_process(src, num_images, 1, defaults=True)
+        measures["cli_default_two_s"] = lambda: whole_process(src, num_images, 2, defaults=True)
     return {"outputs": num_images, **interleaved_medians(measures, repeats)}
 
 

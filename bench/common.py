@@ -98,3 +98,9 @@ def report(name: str, src: Path, r: dict[str, float]) -> None:
             f"  whole process (the console script): 1 worker {r['cli_one_s']:.2f} s,"
             f" 2 workers {r['cli_two_s']:.2f} s = {r['cli_one_s'] / r['cli_two_s']:.2f}x speed-up"
         )
+    if "cli_default_two_s" in r:
+        one, two = r["cli_default_one_s"], r["cli_default_two_s"]
+        print(
+            f"  whole process, every option at its default (originals linked, as issue 9"
+            f" measured): 1 worker {one:.2f} s, 2 workers {two:.2f} s = {one / two:.2f}x speed-up"
+        )
