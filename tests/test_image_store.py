@@ -170,7 +170,8 @@ def test_open_store_sweeps_shares_and_removes(tmp_path: Path) -> None:
     stale.mkdir()
     with open_store(1, tmp_path) as (folder, each):
         assert (folder, each) == ("", 0)  # one worker shares with no one
-    assert stale.exists()  # nothing made, nothing swept
+        assert not stale.exists()  # but the killed run's store goes
+    stale.mkdir()
     free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
     with pytest.raises(KeyError), open_store(4, tmp_path) as (folder, each):
         assert Path(folder).parent == tmp_path and Path(folder).is_dir()
@@ -179,6 +180,23 @@ def test_open_store_sweeps_shares_and_removes(tmp_path: Path) -> None:
         (Path(folder) / "pixels").write_bytes(b"x")
         raise KeyError  # an error in the run
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_decodes_are_shared_only_where_shards_read_the_same_images(tiny80: Path) -> None:
+    """800 outputs of 80 images read each image in many shards: worth sharing. One output per
+    image reads most images in one shard only: writing them would cost what it saves."""
+    from cpgen import copypaste
+    from cpgen.copypaste.run import SHARD_SIZE, SHARE_FROM_READS, reads_per_image
+    from cpgen.plan import affinity_shards
+
+    index = coco.load(coco.find_layout(tiny80))
+
+    def reads(n: int) -> float:
+        tasks = copypaste.plan(index, copypaste.CopyPasteOptions(num_images=n))
+        return reads_per_image(affinity_shards(tasks, SHARD_SIZE), False)
+
+    assert reads(800) > 5 * SHARE_FROM_READS
+    assert 1 < reads(80) < SHARE_FROM_READS
 
 
 def _stores_of(pid: int) -> list[Path]:
@@ -216,7 +234,7 @@ def test_a_finished_run_leaves_no_store_and_a_tiny_dev_shm_changes_no_byte(
 ) -> None:
     """In a private mount namespace /dev/shm is a 2 MB tmpfs (a container's is often 64 MB):
     the two-worker run finishes with the one-worker run's bytes, and /dev/shm is empty after."""
-    args = ["copypaste", "--src", str(tiny80), "--num-images", "120", "--originals", "none"]
+    args = ["copypaste", "--src", str(tiny80), "--num-images", "400", "--originals", "none"]
     one = subprocess.run(
         [str(SCRIPT), *args, "--out", str(tmp_path / "one"), "-j", "1"], capture_output=True
     )
@@ -231,7 +249,7 @@ def test_a_finished_run_leaves_no_store_and_a_tiny_dev_shm_changes_no_byte(
     )
     assert two.returncode == 0, two.stderr
     summary, leftover = two.stdout.split("LEFT")
-    assert json.loads(summary)["generated"] == 120
+    assert json.loads(summary)["generated"] == 400
     assert all(not line.startswith(image_store.PREFIX) for line in leftover.split())
     assert tree_bytes(tmp_path / "two") == tree_bytes(tmp_path / "one")
 

@@ -8,13 +8,16 @@ tmpfs on Linux); another worker that needs that image maps the file instead of d
 (about 0.1 ms against 2 ms for a 640x480 JPEG). The pixels are exactly the decode's, so which
 worker decoded an image changes no output byte.
 
-The main process makes the folder before the generate shards and removes it after them, also
-after an error or a signal (``open_store``); a folder left by a killed run is removed by the
-next run on the machine (``sweep``). The store is used only where the workers share this
-machine's ``/dev/shm`` (the loky and multiprocessing backends, no ``--device``, a non-zero
-``--cache-mb``). A worker's writes count against its ``--cache-mb`` and all of them together
-fill at most half of the space ``/dev/shm`` had free (``SHARE_OF_FREE``); a write that fails
-anyway (the space taken meanwhile) stops that worker's writes, never the run.
+The main process makes a store where the shards read each image 1.5 times or more on average
+(``run.SHARE_FROM_READS``: a small set multiplied, not each image used about once, where
+writing the images costs what the few saved decodes do). It makes the folder before the
+generate shards and removes it after them, also after an error or a signal (``open_store``); a
+folder left by a killed run is removed by the next run on the machine (``sweep``). The store is
+used only where the workers share this machine's ``/dev/shm`` (the loky and multiprocessing
+backends, no ``--device``, a non-zero ``--cache-mb``). A worker's writes count against its
+``--cache-mb`` and all of them together fill at most half of the space ``/dev/shm`` had free
+(``SHARE_OF_FREE``); a write that fails anyway (the space taken meanwhile) stops that worker's
+writes, never the run.
 """
 
 from __future__ import annotations
@@ -73,10 +76,11 @@ def open_store(workers: int, root: Path = SHM) -> Iterator[tuple[str, int]]:
     """A new store folder for one run's generate shards and the bytes each of its ``workers``
     may write there (``SHARE_OF_FREE`` of the free space, divided): ("", 0) where ``workers``
     is below 2 or no folder can be made. The folder is removed when the block ends, however it
-    ends."""
+    ends. Stores that killed runs left are removed first (``sweep``), also for one worker."""
     folder, each = "", 0
+    if root.is_dir():
+        sweep(root)  # whatever this run does: a killed run's store goes with the next run
     if workers > 1 and root.is_dir():
-        sweep(root)
         path = root / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:16]}"
         with contextlib.suppress(OSError):
             stats = os.statvfs(root)
