@@ -114,6 +114,29 @@ def test_a_store_that_fails_to_write_stops_writing(tiny80: Path, tmp_path: Path)
     assert worker.published == 0 and worker.store is not None and worker.store.limit == 0
 
 
+def test_a_store_removed_under_the_worker_keeps_its_maps_and_stops_writing(
+    tiny80: Path, tmp_path: Path
+) -> None:
+    """Another run's sweep may remove a live store it cannot tell from a dead one (another pid
+    namespace): maps already made stay valid, the next write fails and stops, decoding goes on."""
+    import shutil
+
+    refs = sample_refs(tiny80, 3)
+    folder = tmp_path / "store"
+    folder.mkdir()
+    worker, decode = WorkerImages(), Counting()
+    worker.configure("run", 2**30, str(folder), 2**30)
+    mapped, _ = worker.get(refs[0], True, decode)
+    assert not mapped.flags.writeable
+    shutil.rmtree(folder)
+    assert np.array_equal(mapped, decode_image(refs[0]))  # the unlinked file's pages remain
+    assert worker.get(refs[0], True, decode)[0] is mapped  # still this worker's hit
+    pixels, _ = worker.get(refs[1], True, decode)
+    assert pixels.flags.writeable and np.array_equal(pixels, decode_image(refs[1]))
+    assert worker.store is not None and worker.store.limit == 0
+    assert worker.published == decode_image(refs[0]).nbytes and decode.calls == 2
+
+
 FILL = """
 import sys
 import numpy as np

@@ -55,7 +55,11 @@ def _alive(pid: int) -> bool:
 
 
 def sweep(root: Path = SHM) -> None:
-    """Remove the stores of this user's runs that were killed before removing their own."""
+    """Remove the stores of this user's runs that were killed before removing their own.
+
+    A run is taken for dead when no process has its pid. One this process cannot see (another
+    pid namespace on a shared ``/dev/shm``) loses its store, never its output: its workers find
+    no file and decode, their writes fail and stop, and maps already made stay valid."""
     with contextlib.suppress(OSError):
         for entry in os.scandir(root):
             pid = _folder_pid(entry.name) if entry.name.startswith(PREFIX) else None
