@@ -103,6 +103,26 @@ def test_publishing_stays_within_the_budget_and_the_limit(tiny80: Path, tmp_path
     assert len(list(other.iterdir())) == 1 and limited.published == size
 
 
+def test_maps_stay_within_a_second_budget(tiny80: Path, tmp_path: Path) -> None:
+    """Mapped pages count in a worker's resident size (which loky watches for leaks): a worker
+    keeps at most its budget of them, least recently used out, and decodes none."""
+    refs = [r for r in sample_refs(tiny80, 80) if (r.width, r.height) == (640, 480)][:3]
+    size = 640 * 480 * 3
+    first = WorkerImages()
+    first.configure("run", 2**30, str(tmp_path), 2**30)
+    for ref in refs:
+        first.get(ref)
+    assert first.published == 3 * size
+    second, decode = WorkerImages(), Counting()
+    second.configure("run", int(1.5 * size), str(tmp_path), 2**30)
+    for ref in refs:
+        pixels, shared = second.get(ref, True, decode)
+        assert shared and not pixels.flags.writeable
+        assert second.mapped <= second.budget and second.used == 0
+    assert decode.calls == 0 and list(second.decoded) == [refs[2].key]
+    assert (second.maps, second.mapped) == (1, size)
+
+
 def test_a_store_that_fails_to_write_stops_writing(tiny80: Path, tmp_path: Path) -> None:
     """The folder removed under the worker (the run ending): decodes go on, unpublished."""
     refs = sample_refs(tiny80, 2)

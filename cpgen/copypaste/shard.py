@@ -133,7 +133,7 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
         uses[sources[t.source].key] += 1
     if job.cache[1] > 0:
         WORKER_IMAGES.configure(*job.cache)
-        allow_cache_growth(job.cache[1])
+        allow_cache_growth(job.cache[1] * (2 if job.cache[2] else 1))  # maps: a second budget
     worker = WORKER_IMAGES if job.cache[1] > 0 else None
     cache = ShardImages(uses, worker=worker, later=job.later, decode=pixels.decode)
     # written outputs' records and those of them still to trace

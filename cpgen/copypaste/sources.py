@@ -188,7 +188,8 @@ class WorkerImages:
     With a ``store`` folder (``image_store``), an image this worker lacks is first looked for
     among those the other workers of the run published, and one it decodes that a later shard
     reads is published. The budget covers what this worker holds in its own memory and what it
-    published (in RAM too, until the run ends); images mapped from the store cost it nothing.
+    published (in RAM too, until the run ends); the images it keeps mapped from the store count
+    against a second budget of the same size (their pages count in its resident size).
     """
 
     def __init__(self) -> None:
@@ -198,6 +199,7 @@ class WorkerImages:
         self.used = 0  # bytes of this process's own arrays in ``decoded``, plus ``published``
         self.published = 0
         self.maps = 0  # arrays in ``decoded`` mapped from the store
+        self.mapped = 0  # and their bytes
         self.store: ImageStore | None = None
         self.decoded: OrderedDict[tuple[str, str, int, int], images.Image] = OrderedDict()
 
@@ -205,7 +207,8 @@ class WorkerImages:
         with self.lock:
             if run != self.run:
                 self.decoded.clear()
-                self.used, self.published, self.maps, self.run = 0, 0, 0, run
+                self.used, self.published, self.maps, self.mapped = 0, 0, 0, 0
+                self.run = run
                 self.store = ImageStore(store, store_bytes) if store else None
             self.budget = budget_bytes
             self._shrink()
@@ -238,12 +241,9 @@ class WorkerImages:
         if not keep:
             return pixels, not pixels.flags.writeable  # one from the store is shared
         with self.lock:
-            cost = _own_bytes(pixels)
-            if key in self.decoded or cost > self.budget:
+            if key in self.decoded or pixels.nbytes > self.budget:
                 return pixels, not pixels.flags.writeable
-            self.decoded[key] = pixels
-            self.used += cost
-            self.maps += not cost
+            self._add(key, pixels)
             self._shrink()
         return pixels, True
 
@@ -266,32 +266,41 @@ class WorkerImages:
                 self.used -= pixels.nbytes
         return pixels
 
+    def _add(self, key: tuple[str, str, int, int], pixels: images.Image) -> None:
+        self.decoded[key] = pixels
+        if pixels.flags.writeable:
+            self.used += pixels.nbytes
+        else:
+            self.maps += 1
+            self.mapped += pixels.nbytes
+
     def _forget(self, key: tuple[str, str, int, int]) -> None:
-        cost = _own_bytes(self.decoded.pop(key))
-        self.used -= cost
-        self.maps -= not cost
+        pixels = self.decoded.pop(key)
+        if pixels.flags.writeable:
+            self.used -= pixels.nbytes
+        else:
+            self.maps -= 1
+            self.mapped -= pixels.nbytes
+
+    def _maps_over(self) -> bool:
+        return self.maps > MAX_MAPS or self.mapped > self.budget
 
     def _shrink(self) -> None:
-        """Least recently used first, drop own arrays past the budget and maps past
+        """Least recently used first, drop own arrays past the budget, and maps past the budget
+        too (their pages count in this process's resident size, which loky watches) or past
         ``MAX_MAPS`` (each map is one of the process's memory areas, which the kernel caps)."""
-        if self.used <= self.budget and self.maps <= MAX_MAPS:
+        if self.used <= self.budget and not self._maps_over():
             return
         for key, pixels in list(self.decoded.items()):
-            over, mapped = self.used > self.budget, self.maps > MAX_MAPS
-            if not over and not mapped:
+            over, maps_over = self.used > self.budget, self._maps_over()
+            if not over and not maps_over:
                 break
-            if (over and pixels.flags.writeable) or (mapped and not pixels.flags.writeable):
+            if (over and pixels.flags.writeable) or (maps_over and not pixels.flags.writeable):
                 self._forget(key)
 
 
 #: The most images a worker keeps mapped from the store (Linux allows 65,530 maps a process).
 MAX_MAPS = 4096
-
-
-def _own_bytes(pixels: images.Image) -> int:
-    """What an array in the cache costs this process: nothing for a read-only map of the
-    store (its pages count where they were published), its size otherwise."""
-    return pixels.nbytes if pixels.flags.writeable else 0
 
 
 #: The decoded images of this worker process, kept across shards (``WorkerImages``).
