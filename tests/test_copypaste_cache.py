@@ -87,3 +87,29 @@ def test_worker_images_budget_and_runs(tiny80: Path) -> None:
     cache.configure("run-b", 0)
     assert cache.get(refs[0])[1] is False  # no budget: nothing kept, nothing shared
     assert not cache.decoded
+
+
+def test_a_targets_masks_are_rasterised_once_per_list_of_records(tiny80: Path) -> None:
+    """A worker hands the same parsed records to every output of an image it keeps: their
+    masks are rasterised once, and are exactly what rasterising them again gives."""
+    from cpgen import masks
+    from cpgen.copypaste import compose
+    from cpgen.copypaste.sources import target_segmentation
+    from cpgen.datasets.coco_checks import usable_record
+
+    index = coco.load(coco.find_layout(tiny80))
+    p = max(range(len(index.images)), key=lambda q: len(index.anns_by_image[q]))
+    h, w = index.images[p]["height"], index.images[p]["width"]
+    records = [usable_record(a) for a in index.anns_by_image[p]]
+    rles, boxes, areas = compose.target_masks(records, h, w)
+    expected = masks.segmentations_to_rles([target_segmentation(a, h, w) for a in records], h, w)
+    assert len(rles) == len(records) > 5
+    assert [r["counts"] for r in rles] == [r["counts"] for r in expected]
+    assert boxes == masks.bboxes(expected) and areas == masks.areas(expected)
+    again = compose.target_masks(records, h, w)
+    assert again[0] is rles  # kept, not rasterised again
+    assert again[1] == boxes  # new lists: a record may change its own
+    assert all(a is not b for a, b in zip(again[1], boxes, strict=True))
+    assert compose.target_masks(list(records), h, w)[0] is not rles  # another list: its own
+    compose.forget_target_masks()
+    assert compose.target_masks(records, h, w)[0] is not rles

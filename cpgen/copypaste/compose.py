@@ -7,6 +7,8 @@ output records with their provenance.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,11 +241,7 @@ def copy_paste(
     untraced: list[tuple[dict[str, Any], masks.Rle]] = []  # records whose polygon is traced
     not_pasted: masks.Rle | None = None
     dropped = 0
-    target_rles = masks.segmentations_to_rles(
-        [target_segmentation(a, th, tw) for a in target_anns], th, tw
-    )
-    target_boxes = masks.bboxes(target_rles)
-    target_areas = masks.areas(target_rles)
+    target_rles, target_boxes, target_areas = target_masks(target_anns, th, tw)
     for ann, rle, box, area in zip(
         target_anns, target_rles, target_boxes, target_areas, strict=True
     ):
@@ -281,6 +279,45 @@ def copy_paste(
         untraced = []
     drawn_ids = [pasteable[i]["id"] for i in params.instances]
     return Generated(target, annotations, params, drawn_ids, dropped, untraced)
+
+
+#: Targets' masks kept across outputs: ``id(records)`` -> (records, size, RLEs, boxes, areas)
+_TARGET_MASKS: OrderedDict[int, tuple[Any, tuple[int, int], list[masks.Rle], Any, Any]]
+_TARGET_MASKS = OrderedDict()
+_TARGET_MASKS_LOCK = threading.Lock()
+
+#: How many targets' masks a process keeps (a few hundred bytes of RLE per annotation).
+TARGET_MASKS_KEPT = 1024
+
+
+def target_masks(
+    records: list[dict[str, Any]], height: int, width: int
+) -> tuple[list[masks.Rle], list[list[int]], list[int]]:
+    """The masks of a target's annotation records (RLEs, boxes, areas), rasterised once per
+    list of records: a worker hands the same parsed list to every output of an image it keeps
+    (``shard._usable``), so a small set multiplied rasterises each target once, not once per
+    output. The RLEs are only read; each box is a new list (records may be changed)."""
+    key = id(records)
+    with _TARGET_MASKS_LOCK:
+        hit = _TARGET_MASKS.get(key)
+        if hit is not None and hit[0] is records and hit[1] == (height, width):
+            _TARGET_MASKS.move_to_end(key)
+            return hit[2], [list(b) for b in hit[3]], hit[4]
+    rles = masks.segmentations_to_rles(
+        [target_segmentation(a, height, width) for a in records], height, width
+    )
+    boxes, areas = masks.bboxes(rles), masks.areas(rles)
+    with _TARGET_MASKS_LOCK:  # the entry holds ``records``: its id names no other list
+        _TARGET_MASKS[key] = (records, (height, width), rles, boxes, areas)
+        if len(_TARGET_MASKS) > TARGET_MASKS_KEPT:
+            _TARGET_MASKS.popitem(last=False)
+    return rles, [list(b) for b in boxes], areas
+
+
+def forget_target_masks() -> None:
+    """Drop the kept masks (the run is over)."""
+    with _TARGET_MASKS_LOCK:
+        _TARGET_MASKS.clear()
 
 
 def trace(untraced: Sequence[tuple[dict[str, Any], masks.Rle]]) -> None:

@@ -23,6 +23,7 @@ from cpgen.copypaste.compose import (
     Pixels,
     copy_paste,
     draw_params,
+    forget_target_masks,
     source_reduction,
     trace,
 )
@@ -356,9 +357,10 @@ def _usable(
 
 
 def forget_usable() -> None:
-    """Drop the records kept across shards (the run is over)."""
+    """Drop the records kept across shards, and their masks (the run is over)."""
     with _USABLE_LOCK:
         _USABLE.clear()
+    forget_target_masks()
 
 
 def output_name(gen_dir: str, index: int) -> str:
