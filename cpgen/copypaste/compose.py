@@ -297,6 +297,8 @@ def target_masks(
     list of records: a worker hands the same parsed list to every output of an image it keeps
     (``shard._usable``), so a small set multiplied rasterises each target once, not once per
     output. The RLEs are only read; each box is a new list (records may be changed)."""
+    if not records:  # a background: nothing to keep
+        return [], [], []
     key = id(records)
     with _TARGET_MASKS_LOCK:
         hit = _TARGET_MASKS.get(key)
