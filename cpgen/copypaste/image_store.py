@@ -84,13 +84,13 @@ def open_store(workers: int, root: Path = SHM) -> Iterator[tuple[str, int]]:
     folder, each = "", 0
     if root.is_dir():
         sweep(root)  # whatever this run does: a killed run's store goes with the next run
-    if workers > 1 and root.is_dir():
-        path = root / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:16]}"
-        with contextlib.suppress(OSError):
-            stats = os.statvfs(root)
-            each = int(stats.f_bavail * stats.f_frsize * SHARE_OF_FREE) // workers
-            path.mkdir(mode=0o700)
-            folder = str(path)
+        if workers > 1:
+            path = root / f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:16]}"
+            with contextlib.suppress(OSError):
+                stats = os.statvfs(root)
+                each = int(stats.f_bavail * stats.f_frsize * SHARE_OF_FREE) // workers
+                path.mkdir(mode=0o700)
+                folder = str(path)
     try:
         yield folder, each if folder else 0
     finally:

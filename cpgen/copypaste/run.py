@@ -331,27 +331,26 @@ SHARED_MEMORY = ("loky", "multiprocessing")
 SHARE_FROM_READS = 1.5
 
 
+def images_read(chunk: list[CopyPasteTask], pool: bool) -> set[tuple[str, int]]:
+    """The images a shard reads: ``("t", position)`` for the dataset's, ``("s", position)``
+    for the pool's."""
+    read = {("t", t.target) for t in chunk if t.background is None}
+    return read | {("s" if pool else "t", t.source) for t in chunk}
+
+
 def reads_per_image(chunks: list[list[CopyPasteTask]], pool: bool) -> float:
     """How many shards (``chunks``) read each image they read, on average."""
     reads, seen = 0, set[tuple[str, int]]()
     for chunk in chunks:
-        read = {("t", t.target) for t in chunk if t.background is None}
-        read |= {("s" if pool else "t", t.source) for t in chunk}
+        read = images_read(chunk, pool)
         reads += len(read)
         seen |= read
     return reads / max(1, len(seen))
 
 
 def later_uses(chunks: list[list[CopyPasteTask]], pool: bool) -> dict[tuple[str, int], int]:
-    """The last shard (index in ``chunks``) that reads each image: ``("t", position)`` for the
-    dataset's, ``("s", position)`` for the pool's."""
-    last: dict[tuple[str, int], int] = {}
-    for k, chunk in enumerate(chunks):
-        for t in chunk:
-            if t.background is None:
-                last[("t", t.target)] = k
-            last[("s" if pool else "t", t.source)] = k
-    return last
+    """The last shard (index in ``chunks``) that reads each image (``images_read``)."""
+    return {key: k for k, chunk in enumerate(chunks) for key in images_read(chunk, pool)}
 
 
 def merge(
