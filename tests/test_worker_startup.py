@@ -106,3 +106,39 @@ def test_stopping_lets_a_warm_up_in_progress_finish_first():
         threading.excepthook = previous
     assert failures == []
     assert _pool()._flags.shutdown
+
+
+def _threads_after_numpy(entry: bool, env: dict[str, str]) -> int:
+    """Threads of a fresh process once it imports numpy, after running the console script's
+    entry point (``cpgen --version``) or not."""
+    import subprocess
+
+    code = (
+        "import os, sys\n"
+        f"if {entry}:\n"
+        "    from cpgen.cli import main\n"
+        "    sys.argv = ['cpgen', '--version']\n"
+        "    try:\n        main()\n    except SystemExit:\n        pass\n"
+        "import numpy\n"
+        "print(len(os.listdir('/proc/self/task')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[-1])
+
+
+@pytest.mark.skipif(
+    (os.cpu_count() or 1) < 2 or not os.path.isdir("/proc/self/task"),
+    reason="needs two cores and Linux's /proc to see OpenBLAS's threads",
+)
+def test_numpy_starts_no_blas_threads_in_the_console_script_unless_the_user_asks():
+    from cpgen.cli import BLAS_THREADS
+
+    env = {k: v for k, v in os.environ.items() if k != BLAS_THREADS}
+    # the threads this keeps out: a plain process gets one per core
+    assert _threads_after_numpy(False, env) > 1
+    assert _threads_after_numpy(True, env) == 1
+    # a number the user set is kept
+    assert _threads_after_numpy(True, {**env, BLAS_THREADS: "2"}) == 2
