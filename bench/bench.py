@@ -24,6 +24,7 @@ from bench.common import (
     settled_file_creation_ms,
     use_scratch,
 )
+from bench.floor_processes import floor_processes, write_pairs
 from cpgen import copypaste
 from cpgen.datasets import coco
 
@@ -93,6 +94,15 @@ def bench_copypaste(
         blended = dataclasses.replace(options, blend="gaussian")
         measures["gaussian_s"] = lambda: copypaste_run(index, blended, 1)
     if whole:
+        quality, root = options.quality, index.files.images
+        paths = [str(root / r["file_name"]) for r in index.images]
+        pairs = write_pairs(
+            scratch("floor-pairs-") / "pairs.json",
+            [(paths[t.target], paths[t.source]) for t in tasks],
+        )
+        floor_out = lambda: scratch("floor-") / "out"  # noqa: E731
+        measures["floor_proc_one_s"] = lambda: floor_processes(pairs, floor_out(), 1, quality)
+        measures["floor_proc_two_s"] = lambda: floor_processes(pairs, floor_out(), 2, quality)
         measures["cli_one_s"] = lambda: whole_process(src, num_images, 1)
         measures["cli_two_s"] = lambda: whole_process(src, num_images, 2)
         measures["cli_default_one_s"] = lambda: whole_process(src, num_images, 1, defaults=True)

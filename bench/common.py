@@ -93,6 +93,12 @@ def report(name: str, src: Path, r: dict[str, float]) -> None:
         f"  cpgen, 2 workers   {n / r['two_s']:8.1f} outputs/s  ({r['two_s']:.2f} s)"
         f"  = {r['one_s'] / r['two_s']:.2f}x speed-up over 1 worker"
     )
+    if "floor_proc_two_s" in r:
+        one, two = r["floor_proc_one_s"], r["floor_proc_two_s"]
+        print(
+            f"  the floor as whole processes, writing its JPEGs: 1 process {one:.2f} s,"
+            f" 2 processes {two:.2f} s = {one / two:.2f}x (two processes' best on this machine)"
+        )
     if "cli_two_s" in r:
         print(
             f"  whole process (the console script): 1 worker {r['cli_one_s']:.2f} s,"
