@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cpgen.copypaste import image_store
-from cpgen.copypaste.image_store import ImageStore, open_store, sweep
+from cpgen import image_store
 from cpgen.copypaste.sources import ImageRef, WorkerImages, decode_image
 from cpgen.datasets import coco
+from cpgen.image_store import ImageStore, open_store, sweep
 from tests.conftest import kill_group
 from tests.test_copypaste_e2e import tree_bytes
 from tests.test_faults import SCRIPT, _namespace_prefix, no_traceback, start
@@ -160,7 +160,7 @@ def test_a_store_removed_under_the_worker_keeps_its_maps_and_stops_writing(
 FILL = """
 import sys
 import numpy as np
-from cpgen.copypaste.image_store import ImageStore
+from cpgen.image_store import ImageStore
 store = ImageStore(sys.argv[1], 2**30)
 pixels = np.full((480, 640, 3), 7, np.uint8)
 first = store.write(("r", "a.jpg", 640, 480), pixels)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from cpgen import __version__, output
-from cpgen.copypaste.image_store import open_store
 from cpgen.copypaste.inputs import Inputs, prepare
 from cpgen.copypaste.options import CopyPasteOptions, options_record
 from cpgen.copypaste.shard import (
@@ -29,15 +28,16 @@ from cpgen.copypaste.shard import (
 )
 from cpgen.copypaste.sources import (
     WORKER_IMAGES,
-    default_cache_mb,
     images_by_category,
     refs,
     usable_images,
 )
 from cpgen.datasets import coco, consumers
 from cpgen.errors import DataError
+from cpgen.image_store import open_store
 from cpgen.plan import AFFINITY_BLOCK, CopyPasteTask, affinity_shards, plan_copypaste, shard
 from cpgen.runner import Lazy, RunOptions, run_jobs
+from cpgen.worker_images import default_cache_mb
 
 SHARD_SIZE = 16
 

@@ -8,7 +8,6 @@ so the merge only joins text.
 from __future__ import annotations
 
 import itertools
-import sys
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from cpgen.datasets import coco
 from cpgen.datasets.coco_checks import usable_record
 from cpgen.files import naming
 from cpgen.plan import CopyPasteTask
+from cpgen.worker_images import allow_cache_growth
 
 #: Masks traced in one call: outputs' records wait until this many need tracing (the tracer's
 #: cost is mostly per call for a few masks; past a dozen its sorts cost more per mask)
@@ -252,16 +252,6 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
         )
     )
     return result
-
-
-def allow_cache_growth(budget_bytes: int) -> None:
-    """Tell loky that this worker may grow by the cache's budget: loky replaces a worker whose
-    memory grew 300 MB past its size after its first job (taking it for a leak), which would
-    throw the cache away and start a new process."""
-    executor = sys.modules.get("joblib.externals.loky.process_executor")
-    limit = getattr(executor, "_MAX_MEMORY_LEAK_SIZE", None)
-    if isinstance(limit, int) and limit < int(3e8) + budget_bytes:
-        executor._MAX_MEMORY_LEAK_SIZE = int(3e8) + budget_bytes  # type: ignore[union-attr]
 
 
 def params_record(

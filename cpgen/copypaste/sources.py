@@ -9,16 +9,13 @@ at most once per size within a shard.
 
 from __future__ import annotations
 
-import os
-import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cpgen import images, masks
-from cpgen.copypaste.image_store import ImageStore
+from cpgen import images, masks, worker_images
 from cpgen.datasets import coco
 from cpgen.errors import DataError, UsageError
 
@@ -174,147 +171,19 @@ def image_path(images_dir: str, ref: ImageRef) -> Path:
 Decoder = Callable[[bytes, tuple[int, int]], images.Image]
 
 
-class WorkerImages:
-    """Decoded images kept by one worker process across its shards, least recently used out
-    past a budget in bytes (``--cache-mb``): a small dataset multiplied many times is decoded
-    about once per worker instead of twice per output.
-
-    Entries are keyed by the image (``ImageRef.key``) and hold its whole decode, exactly what
-    decoding gives, so which shard ran where changes no byte. The
-    arrays are shared: never modified (``ShardImages.take`` copies). ``run`` names the run: a
-    new one empties the cache (files may have changed between runs served by the same worker).
-    Thread-safe (``--device`` shards run in threads of one process).
-
-    With a ``store`` folder (``image_store``), an image this worker lacks is first looked for
-    among those the other workers of the run published, and one it decodes that a later shard
-    reads is published. The budget covers what this worker holds in its own memory and what it
-    published (in RAM too, until the run ends); the images it keeps mapped from the store count
-    against a second budget of the same size (their pages count in its resident size).
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.run = ""
-        self.budget = 0
-        self.used = 0  # bytes of this process's own arrays in ``decoded``, plus ``published``
-        self.published = 0
-        self.maps = 0  # arrays in ``decoded`` mapped from the store
-        self.mapped = 0  # and their bytes
-        self.store: ImageStore | None = None
-        self.decoded: OrderedDict[tuple[str, str, int, int], images.Image] = OrderedDict()
-
-    def configure(self, run: str, budget_bytes: int, store: str = "", store_bytes: int = 0) -> None:
-        with self.lock:
-            if run != self.run:
-                self.decoded.clear()
-                self.used, self.published, self.maps, self.mapped = 0, 0, 0, 0
-                self.run = run
-                self.store = ImageStore(store, store_bytes) if store else None
-            self.budget = budget_bytes
-            self._shrink()
-
-    def clear(self) -> None:
-        """Forget everything (the run is over; frees the memory)."""
-        self.configure("", 0)
+class WorkerImages(worker_images.WorkerImages):
+    """The dataset images a worker keeps across its shards (``worker_images.WorkerImages``),
+    read by ``ImageRef``."""
 
     def get(
         self, ref: ImageRef, keep: bool = True, decode: Decoder = images.decode
     ) -> tuple[images.Image, bool]:
-        """``decode_image(ref)``, from the cache when it holds it; the second item says whether
-        the array is shared (the caller must not modify it). ``keep``: a later shard uses the
-        image (else it is not kept, or leaves the cache)."""
-        key = ref.key
-        with self.lock:
-            hit = self.decoded.get(key)
-            if hit is not None:
-                if keep:
-                    self.decoded.move_to_end(key)
-                else:
-                    self._forget(key)
-                return hit, True
-            store = self.store
-        pixels = store.read(key) if store is not None else None
-        if pixels is None:
-            pixels = decode_image(ref, decode)
-            if keep and store is not None:
-                pixels = self._publish(store, key, pixels)
-        if not keep:
-            return pixels, not pixels.flags.writeable  # one from the store is shared
-        with self.lock:
-            if key in self.decoded or pixels.nbytes > self.budget:
-                return pixels, not pixels.flags.writeable
-            self._add(key, pixels)
-            self._shrink()
-        return pixels, True
-
-    def _publish(
-        self, store: ImageStore, key: tuple[str, str, int, int], pixels: images.Image
-    ) -> images.Image:
-        """The store's copy of ``pixels`` once written, within the budget; else ``pixels``."""
-        with self.lock:
-            if self.published + pixels.nbytes > self.budget or store is not self.store:
-                return pixels
-            self.published += pixels.nbytes
-            self.used += pixels.nbytes
-            self._shrink()
-        shared = store.write(key, pixels)
-        if shared is not None:
-            return shared
-        with self.lock:
-            if store is self.store:
-                self.published -= pixels.nbytes
-                self.used -= pixels.nbytes
-        return pixels
-
-    def _add(self, key: tuple[str, str, int, int], pixels: images.Image) -> None:
-        self.decoded[key] = pixels
-        if pixels.flags.writeable:
-            self.used += pixels.nbytes
-        else:
-            self.maps += 1
-            self.mapped += pixels.nbytes
-
-    def _forget(self, key: tuple[str, str, int, int]) -> None:
-        pixels = self.decoded.pop(key)
-        if pixels.flags.writeable:
-            self.used -= pixels.nbytes
-        else:
-            self.maps -= 1
-            self.mapped -= pixels.nbytes
-
-    def _maps_over(self) -> bool:
-        return self.maps > MAX_MAPS or self.mapped > self.budget
-
-    def _shrink(self) -> None:
-        """Least recently used first, drop own arrays past the budget, and maps past the budget
-        too (their pages count in this process's resident size, which loky watches) or past
-        ``MAX_MAPS`` (each map is one of the process's memory areas, which the kernel caps)."""
-        if self.used <= self.budget and not self._maps_over():
-            return
-        for key, pixels in list(self.decoded.items()):
-            over, maps_over = self.used > self.budget, self._maps_over()
-            if not over and not maps_over:
-                break
-            if (over and pixels.flags.writeable) or (maps_over and not pixels.flags.writeable):
-                self._forget(key)
-
-
-#: The most images a worker keeps mapped from the store (Linux allows 65,530 maps a process).
-MAX_MAPS = 4096
+        """``decode_image(ref)``, from the cache when it holds it (``take``)."""
+        return self.take(ref.key, lambda: decode_image(ref, decode), keep)
 
 
 #: The decoded images of this worker process, kept across shards (``WorkerImages``).
 WORKER_IMAGES = WorkerImages()
-
-
-def default_cache_mb(workers: int) -> int:
-    """``--cache-mb`` by default: a quarter of the machine's memory shared by the workers, at
-    most 2 GiB each (0 where the memory size is unknown)."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return 0
-    return int(min(total // 4 // max(1, workers), 2 * 1024**3) // 2**20)
 
 
 def decode_image(ref: ImageRef, decode: Decoder = images.decode) -> images.Image:

@@ -1,6 +1,6 @@
 """Decoded images shared by the workers of one run on one machine, as files in RAM.
 
-Each worker keeps the images it decoded (``sources.WorkerImages``), but with two or more
+Each worker keeps the images it decoded (``worker_images.WorkerImages``), but with two or more
 workers every worker decodes the images its own shards read: on a small set multiplied many
 times each image is decoded once per worker instead of once. Here a worker that decodes an
 image a later shard reads too writes its pixels to a folder in ``/dev/shm`` (a RAM-backed
