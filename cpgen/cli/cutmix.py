@@ -95,6 +95,15 @@ def cutmix(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per --device batch.")] = 64,
+    cache_mb: Annotated[
+        int | None,
+        typer.Option(
+            help="MiB of decoded images each worker keeps across shards (0: none; default: a "
+            "quarter of the memory shared by the workers, at most 2048). Changes no output "
+            "byte; a --resume may use another value.",
+            show_default=False,
+        ),
+    ] = None,
     quality: QualityOpt = 95,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
@@ -127,6 +136,7 @@ def cutmix(
         resume=resume,
         device=device,
         batch_size=batch_size,
+        cache_mb=cache_mb,
     )
     check_out_path(out, [src])
     if not dry_run:

@@ -76,12 +76,16 @@ class RunOptions(runner.RunOptions):
 
     device: str | None = None  # torch device for the box copies; None: numpy in the workers
     batch_size: int = 64
+    #: decoded images each worker keeps across shards, in MiB (None: ``default_cache_mb``; 0: off)
+    cache_mb: int | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise UsageError("--workers must be at least 1")
         if self.batch_size < 1:
             raise UsageError("--batch-size must be at least 1")
+        if self.cache_mb is not None and self.cache_mb < 0:
+            raise UsageError("--cache-mb must be 0 or more")
         if self.device is not None and re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is None:
             raise UsageError(f"--device {self.device!r} is not cpu, cuda or cuda:N")
 

@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,10 +27,17 @@ from cpgen.cutmix.options import (
     check_device,
 )
 from cpgen.cutmix.plan import plan
-from cpgen.cutmix.shard import CutMixShard, ImageRef, run_cutmix_shard, run_device
+from cpgen.cutmix.shard import (
+    WORKER_IMAGES,
+    CutMixShard,
+    ImageRef,
+    run_cutmix_shard,
+    run_device,
+)
 from cpgen.datasets import folders
 from cpgen.plan import shard
 from cpgen.runner import run_jobs
+from cpgen.worker_images import default_cache_mb
 
 # ---------------------------------------------------------------------------------------------
 # The whole run
@@ -137,30 +145,40 @@ def run(
         for line in warnings(index):
             report(line)
 
+    cache_mb = run_options.cache_mb
+    if cache_mb is None:
+        cache_mb = default_cache_mb(1 if run_options.device is not None else run_options.workers)
+    cache = (uuid.uuid4().hex, cache_mb * 2**20)
+    chunks = shard(tasks, SHARD_SIZE)
+    last_use = {p: k for k, chunk in enumerate(chunks) for t in chunk for p in (t.base, t.patch)}
     payloads = []
-    for chunk in shard(tasks, SHARD_SIZE):
+    for k, chunk in enumerate(chunks):
         touched = sorted({t.base for t in chunk} | {t.patch for t in chunk})
         refs = {p: ImageRef(p, index.files[p], index.labels[p]) for p in touched}
+        later = frozenset(p for p in touched if last_use[p] > k)
         payloads.append(
             CutMixShard(
-                len(payloads), chunk, refs, index.classes, options, str(index.root), str(out)
+                k, chunk, refs, index.classes, options, str(index.root), str(out), cache, later
             )
         )
     pending = [p for p in payloads if p.number not in finished]
-    if run_options.device is None:
-        run_jobs(
-            run_cutmix_shard,
-            pending,
-            workers=run_options.workers,
-            backend=run_options.backend,
-            progress=run_options.progress,
-            desc="cutmix",
-            on_result=lambda r: len(payloads[r.number].tasks),
-            total=len(tasks),
-            initial=sum(len(p.tasks) for p in payloads if p.number in finished),
-        )
-    else:
-        run_device(pending, run_options)
+    try:
+        if run_options.device is None:
+            run_jobs(
+                run_cutmix_shard,
+                pending,
+                workers=run_options.workers,
+                backend=run_options.backend,
+                progress=run_options.progress,
+                desc="cutmix",
+                on_result=lambda r: len(payloads[r.number].tasks),
+                total=len(tasks),
+                initial=sum(len(p.tasks) for p in payloads if p.number in finished),
+            )
+        else:
+            run_device(pending, run_options)
+    finally:
+        WORKER_IMAGES.clear()  # shards run in this process (one worker, --device) kept images
 
     summary = merge(index, out, options, len(payloads))
     summary.seconds = round(time.perf_counter() - started, 3)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +17,7 @@ from cpgen.cutmix.options import COLUMNS, CutMixOptions, RunOptions
 from cpgen.cutmix.plan import CutMixTask, Prepared, prepare
 from cpgen.ops.cutmix import paste_box
 from cpgen.runner import setup_worker, thread_pool
+from cpgen.worker_images import Shared, WorkerImages, allow_cache_growth
 
 # ---------------------------------------------------------------------------------------------
 # Shards (run in workers: small picklable payloads, small results)
@@ -39,6 +43,11 @@ class CutMixShard:
     options: CutMixOptions
     src: str
     out: str
+    #: the run's name and the bytes of decoded images each worker keeps across shards
+    #: (``worker_images``; 0: none); they change no output byte
+    cache: tuple[str, int] = ("", 0)
+    #: positions of the images a later shard reads too: kept by the worker while they fit
+    later: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -56,19 +65,53 @@ def output_name(index: int) -> str:
     return f"images/{index:06d}.jpg"
 
 
+#: The decoded images of this worker process, kept across shards (``worker_images``).
+WORKER_IMAGES = WorkerImages()
+
+#: Reads one of a shard's images: the pixels, and whether the array is shared (held by the
+#: worker's cache: not to be modified).
+Reader = Callable[[ImageRef], Shared]
+
+
 def _load(src: str, ref: ImageRef) -> images.Image:
     return images.load(Path(src) / ref.file, apply_orientation=True)
 
 
-def _load_task(job: CutMixShard, task: CutMixTask) -> Prepared | tuple[str, str]:
+def shard_reader(job: CutMixShard) -> Reader:
+    """How ``job`` reads its images: through this worker's cache where the run keeps one
+    (an image stays while this shard or a later one reads it again), else decoded each time.
+    Thread-safe: ``--device`` reads a batch in threads."""
+    run, budget = job.cache
+    if budget <= 0:
+        return lambda ref: (_load(job.src, ref), False)
+    WORKER_IMAGES.configure(run, budget)
+    allow_cache_growth(budget)
+    left = Counter(p for t in job.tasks for p in (t.base, t.patch))
+    lock = threading.Lock()
+
+    def read(ref: ImageRef) -> Shared:
+        with lock:
+            left[ref.position] -= 1
+            keep = left[ref.position] > 0 or ref.position in job.later
+        key = (job.src, ref.file, 0, 0)
+        return WORKER_IMAGES.take(key, lambda: _load(job.src, ref), keep)
+
+    return read
+
+
+def _load_task(job: CutMixShard, task: CutMixTask, read: Reader) -> Prepared | tuple[str, str]:
     """Decode and prepare a task's images, or (file, reason) for the first unusable one."""
-    loaded: list[images.Image] = []
+    loaded: list[Shared] = []
     for ref in (job.images[task.base], job.images[task.patch]):
         try:
-            loaded.append(_load(job.src, ref))
+            loaded.append(read(ref))
         except images.ImageError as exc:
             return ref.file, str(exc)
-    return prepare(task.seed, loaded[0], loaded[1], job.options)
+    (base, shared), (patch, _) = loaded
+    prepared = prepare(task.seed, base, patch, job.options)
+    if shared and prepared.base is base:  # kept at its size: the box is pasted into a copy
+        prepared.base = base.copy()
+    return prepared
 
 
 def _record_unusable(result: ShardResult, task: CutMixTask, problem: tuple[str, str]) -> None:
@@ -99,8 +142,9 @@ def run_cutmix_shard(job: CutMixShard) -> ShardResult:
     """Mix, encode and write a shard's outputs with numpy, then its result file (written last)."""
     result = ShardResult(job.number)
     rows: list[list[Any]] = []
+    read = shard_reader(job)
     for task in job.tasks:
-        prepared = _load_task(job, task)
+        prepared = _load_task(job, task, read)
         if not isinstance(prepared, Prepared):
             _record_unusable(result, task, prepared)
             continue
@@ -122,6 +166,7 @@ def run_device(payloads: list[CutMixShard], run_options: RunOptions) -> None:
     setup_worker()
     device = run_options.device
     assert device is not None
+    readers = {job.number: shard_reader(job) for job in payloads}
     work = [(job, task) for job in payloads for task in job.tasks]
     results = {job.number: ShardResult(job.number) for job in payloads}
     rows: dict[int, list[list[Any]]] = {job.number: [] for job in payloads}
@@ -131,7 +176,7 @@ def run_device(payloads: list[CutMixShard], run_options: RunOptions) -> None:
         with thread_pool(run_options.workers) as pool:
             for start in range(0, len(work), run_options.batch_size):
                 batch = work[start : start + run_options.batch_size]
-                loaded = list(pool.map(lambda w: _load_task(*w), batch))
+                loaded = list(pool.map(lambda w: _load_task(*w, readers[w[0].number]), batch))
                 ready = [
                     (job, task, p)
                     for (job, task), p in zip(batch, loaded, strict=True)
