@@ -9,7 +9,7 @@ tmpfs on Linux); another worker that needs that image maps the file instead of d
 worker decoded an image changes no output byte.
 
 The main process makes a store where the shards read each image 1.5 times or more on average
-(``run.SHARE_FROM_READS``: a small set multiplied, not each image used about once, where
+(``SHARE_FROM_READS``: a small set multiplied, not each image used about once, where
 writing the images costs what the few saved decodes do). It makes the folder before the
 generate shards and removes it after them, also after an error or a signal (``open_store``); a
 folder left by a killed run is removed by the next run on the machine (``sweep``). The store is
@@ -28,7 +28,7 @@ import mmap
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,27 @@ def sweep(root: Path = SHM) -> None:
 SHARE_OF_FREE = 0.5
 
 
+#: joblib backends whose workers all run on this machine, so can share ``/dev/shm``
+SHARED_MEMORY = ("loky", "multiprocessing")
+
+#: Workers share their decodes where the shards read each image this many times on average:
+#: a small set multiplied reads each of its images in many shards (8.3 times for 800 copy-paste
+#: outputs of the 80-image sample), each image used about once in 1.1 (a tenth of the images
+#: are read by two shards). There, writing the images to the store costs about what the few
+#: decodes it saves do (measured: the same time with and without), so it is left out.
+SHARE_FROM_READS = 1.5
+
+
+def shares_decodes(
+    backend: str, device: str | None, cache_mb: int, reads_per_image: Callable[[], float]
+) -> bool:
+    """Whether a run's workers share their decodes: on this machine's ``/dev/shm``
+    (``SHARED_MEMORY``, no ``--device``), with a cache, where its shards read each image
+    ``SHARE_FROM_READS`` times or more on average (``reads_per_image()``)."""
+    local = device is None and cache_mb > 0 and backend in SHARED_MEMORY
+    return local and reads_per_image() >= SHARE_FROM_READS
+
+
 @contextlib.contextmanager
 def open_store(workers: int, root: Path = SHM) -> Iterator[tuple[str, int]]:
     """A new store folder for one run's generate shards and the bytes each of its ``workers``
@@ -98,10 +119,18 @@ def open_store(workers: int, root: Path = SHM) -> Iterator[tuple[str, int]]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+#: A store file's header: the image's height and width (two little-endian uint32), before its
+#: raw HxWx3 pixels. Copy-paste's keys carry the size the annotations give; cutmix's do not
+#: (an image folder's index reads no sizes), so a reader takes the shape from the file.
+HEADER = np.dtype("<u4")
+HEADER_BYTES = 2 * HEADER.itemsize
+
+
 class ImageStore:
     """One worker's view of a store folder: ``read`` maps an image another worker wrote,
-    ``write`` publishes one. Files hold the raw HxWx3 pixels, named by the image's key; each is
-    written under a temporary name and renamed, so a reader sees a whole file or none."""
+    ``write`` publishes one. Files hold the image's size (``HEADER``) and its raw HxWx3 pixels,
+    named by the image's key; each is written under a temporary name and renamed, so a reader
+    sees a whole file or none. A key's width and height, where not 0, are checked too."""
 
     def __init__(self, folder: str, limit: int) -> None:
         self.folder = folder
@@ -114,22 +143,24 @@ class ImageStore:
 
     def read(self, key: tuple[str, str, int, int]) -> np.ndarray | None:
         """The pixels of image ``key`` (root, file, width, height), read-only, or None."""
-        width, height = key[2], key[3]
         try:
             with open(self._path(key), "rb") as f:
                 mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError):  # absent (not yet written), or empty
             return None
-        if len(mapped) != width * height * 3:
+        height, width = (int(n) for n in np.frombuffer(mapped, HEADER, 2))
+        if not _fits(key, height, width) or len(mapped) != HEADER_BYTES + height * width * 3:
             mapped.close()
             return None
-        return np.frombuffer(mapped, np.uint8).reshape(height, width, 3)
+        return np.frombuffer(mapped, np.uint8, offset=HEADER_BYTES).reshape(height, width, 3)
 
     def write(self, key: tuple[str, str, int, int], pixels: np.ndarray) -> np.ndarray | None:
         """Publish ``pixels``; the store's read-only copy, or None: not an 8-bit HxWx3 decode of
-        that size, past this worker's limit, or the write failed (then it writes no more)."""
-        width, height = key[2], key[3]
-        if pixels.dtype != np.uint8 or pixels.shape != (height, width, 3):
+        the key's size, past this worker's limit, or the write failed (then it writes no
+        more)."""
+        if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
+            return None
+        if not _fits(key, *pixels.shape[:2]):
             return None
         if self.written + pixels.nbytes > self.limit:
             return None
@@ -137,6 +168,7 @@ class ImageStore:
         temporary = f"{path}.{os.getpid()}.tmp"
         try:
             with open(temporary, "wb") as f:
+                f.write(np.array(pixels.shape[:2], HEADER).tobytes())
                 f.write(np.ascontiguousarray(pixels).data)
             os.replace(temporary, path)
         except OSError:  # full, or the folder is gone (the run is ending)
@@ -146,3 +178,9 @@ class ImageStore:
             return None
         self.written += pixels.nbytes
         return self.read(key)
+
+
+def _fits(key: tuple[str, str, int, int], height: int, width: int) -> bool:
+    """Whether an image of ``height`` x ``width`` is the one ``key`` names: its size where the
+    key gives one (copy-paste checks decodes against the annotations' size)."""
+    return (key[2], key[3]) in ((0, 0), (width, height)) and height > 0 and width > 0

@@ -77,7 +77,7 @@ def test_a_shard_keeps_only_the_images_read_again(tmp_path: Path) -> None:
         cutmix.CutMixOptions(),
         str(src),
         str(tmp_path / "out"),
-        ("a run", 2**20),
+        ("a run", 2**20, "", 0),
         frozenset({1, 3}),
     )
     try:
@@ -110,3 +110,63 @@ def test_a_cutmix_worker_does_not_import_copy_paste() -> None:
     code = "import sys, cpgen.cutmix.shard; print('cpgen.copypaste' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["False"], done.stderr
+
+
+def _second_worker(job: CutMixShard) -> int:
+    """In another process: run ``job``; how many files it decoded."""
+    calls = 0
+    real = images.load
+
+    def load(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        return real(*args, **kwargs)
+
+    images.load = load
+    run_cutmix_shard(job)
+    return calls
+
+
+def test_a_second_worker_maps_what_the_first_decoded(tmp_path: Path) -> None:
+    """With a store (two or more workers on this machine), a worker publishes the images a
+    later shard reads, and another process reads them from there instead of decoding them,
+    writing the same bytes."""
+    import dataclasses
+    import multiprocessing
+
+    src = make_folder(tmp_path / "src", {"ant": 3, "bee": 2})
+    index = folders.load(src)
+    tasks = cutmix.plan_tasks(len(index.files), 10, seed=0)
+    refs = {p: ImageRef(p, index.files[p], index.labels[p]) for p in range(len(index.files))}
+    store = tmp_path / "store"
+    store.mkdir()
+    jobs = []
+    for out in ("shared", "plain"):
+        (tmp_path / out).mkdir()
+        cache = ("a run", 2**20, str(store), 2**20) if out == "shared" else ("", 0, "", 0)
+        first = CutMixShard(
+            0,
+            tasks[:5],
+            refs,
+            index.classes,
+            cutmix.CutMixOptions(),
+            str(src),
+            str(tmp_path / out),
+            cache,
+            frozenset(refs),
+        )
+        jobs.append(
+            (first, dataclasses.replace(first, number=1, tasks=tasks[5:], later=frozenset()))
+        )
+    try:
+        run_cutmix_shard(jobs[0][0])  # reads every image: publishes them all
+        assert len(list(store.iterdir())) == len(refs)
+    finally:
+        WORKER_IMAGES.clear()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(_second_worker, (jobs[0][1],)) == 0  # no decode
+        assert pool.apply(_second_worker, (jobs[1][1],)) == 10  # a base and a patch each
+    run_cutmix_shard(jobs[1][0])
+    assert tree_bytes(tmp_path / "shared") == tree_bytes(tmp_path / "plain")
+    assert len(list((tmp_path / "shared" / "images").iterdir())) == 10

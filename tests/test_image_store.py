@@ -229,7 +229,8 @@ def test_decodes_are_shared_only_where_shards_read_the_same_images(tiny80: Path)
     """800 outputs of 80 images read each image in many shards: worth sharing. One output per
     image reads most images in one shard only: writing them would cost what it saves."""
     from cpgen import copypaste
-    from cpgen.copypaste.run import SHARD_SIZE, SHARE_FROM_READS, reads_per_image
+    from cpgen.copypaste.run import SHARD_SIZE, reads_per_image
+    from cpgen.image_store import SHARE_FROM_READS
     from cpgen.plan import affinity_shards
 
     index = coco.load(coco.find_layout(tiny80))
@@ -264,7 +265,8 @@ def test_two_workers_publish_real_decodes_and_a_signal_removes_the_store(
         time.sleep(0.02)
     assert files, "the run published nothing"
     ref = refs[files[0].name]
-    assert files[0].read_bytes() == decode_image(ref).tobytes()
+    published = ImageStore(str(files[0].parent), 0).read(ref.key)
+    assert published is not None and np.array_equal(published, decode_image(ref))
     os.killpg(proc.pid, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, stderr
@@ -314,3 +316,17 @@ def test_the_store_of_a_killed_run_goes_with_the_next_run(tiny80: Path, tmp_path
     done = subprocess.run([str(SCRIPT), *args, "--num-images", "20"], capture_output=True)
     assert done.returncode == 0, done.stderr
     assert _stores_of(proc.pid) == []
+
+
+def test_a_file_carries_its_size_and_a_sized_key_checks_it(tmp_path: Path) -> None:
+    """Cutmix's keys carry no size (0, 0): the reader takes the shape from the file. Copy-paste's
+    carry the annotations' size, which a decode of another size does not match."""
+    store = ImageStore(str(tmp_path), 2**20)
+    pixels = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3)
+    unsized = ("cutmix src", "ant/a.png", 0, 0)
+    copy = store.write(unsized, pixels)
+    assert copy is not None and not copy.flags.writeable and np.array_equal(copy, pixels)
+    assert np.array_equal(ImageStore(str(tmp_path), 0).read(unsized), pixels)  # another worker
+    assert store.write(("root", "a.jpg", 5, 7), pixels) is None  # 7 wide, 5 high: not 5 x 7
+    assert store.write(("root", "gray.png", 7, 5), pixels[:, :, 0]) is None  # not HxWx3
+    assert store.read(("cutmix src", "ant/b.png", 0, 0)) is None  # never written

@@ -34,7 +34,7 @@ from cpgen.copypaste.sources import (
 )
 from cpgen.datasets import coco, consumers
 from cpgen.errors import DataError
-from cpgen.image_store import open_store
+from cpgen.image_store import open_store, shares_decodes
 from cpgen.plan import AFFINITY_BLOCK, CopyPasteTask, affinity_shards, plan_copypaste, shard
 from cpgen.runner import Lazy, RunOptions, run_jobs
 from cpgen.worker_images import default_cache_mb
@@ -288,8 +288,9 @@ def run(
     pending = [k for k in range(len(chunks)) if first_generate + k not in finished]
     initial = len(tasks) - sum(len(chunks[k]) for k in pending)
     # workers on this machine share their decodes (image_store) where shards read the same images
-    local = device is None and cache_mb > 0 and run_options.backend in SHARED_MEMORY
-    share = local and reads_per_image(chunks, inputs.pool) >= SHARE_FROM_READS
+    share = shares_decodes(
+        run_options.backend, device, cache_mb, lambda: reads_per_image(chunks, inputs.pool)
+    )
     with open_store(run_options.workers if share else 1) as (store, store_bytes):
         cache = (uuid.uuid4().hex, cache_mb * 2**20, store, store_bytes)
         try:
@@ -318,17 +319,6 @@ def run(
         for name in summary.broken_images:
             report(f"skipped image {name}")
     return summary
-
-
-#: joblib backends whose workers all run on this machine, so can share ``/dev/shm``
-SHARED_MEMORY = ("loky", "multiprocessing")
-
-#: Workers share their decodes where the shards read each image this many times on average:
-#: a small set multiplied reads each of its images in many shards (8.3 times for 800 outputs of
-#: the 80-image sample), each image used about once in 1.1 (a tenth of the images are read by
-#: two shards). There, writing the images to the store costs about what the few decodes it
-#: saves do (measured: the same time with and without), so it is left out.
-SHARE_FROM_READS = 1.5
 
 
 def images_read(chunk: list[CopyPasteTask], pool: bool) -> set[tuple[str, int]]:

@@ -35,6 +35,7 @@ from cpgen.cutmix.shard import (
     run_device,
 )
 from cpgen.datasets import folders
+from cpgen.image_store import open_store, shares_decodes
 from cpgen.plan import shard
 from cpgen.runner import run_jobs
 from cpgen.worker_images import default_cache_mb
@@ -148,37 +149,50 @@ def run(
     cache_mb = run_options.cache_mb
     if cache_mb is None:
         cache_mb = default_cache_mb(1 if run_options.device is not None else run_options.workers)
-    cache = (uuid.uuid4().hex, cache_mb * 2**20)
     chunks = shard(tasks, SHARD_SIZE)
     last_use = {p: k for k, chunk in enumerate(chunks) for t in chunk for p in (t.base, t.patch)}
-    payloads = []
-    for k, chunk in enumerate(chunks):
-        touched = sorted({t.base for t in chunk} | {t.patch for t in chunk})
-        refs = {p: ImageRef(p, index.files[p], index.labels[p]) for p in touched}
-        later = frozenset(p for p in touched if last_use[p] > k)
-        payloads.append(
+    touched = [sorted({t.base for t in chunk} | {t.patch for t in chunk}) for chunk in chunks]
+    # workers on this machine share their decodes (image_store) where shards read the same images
+    share = shares_decodes(
+        run_options.backend,
+        run_options.device,
+        cache_mb,
+        lambda: sum(map(len, touched)) / max(1, len(last_use)),
+    )
+    with open_store(run_options.workers if share else 1) as (store, store_bytes):
+        cache = (uuid.uuid4().hex, cache_mb * 2**20, store, store_bytes)
+        payloads = [
             CutMixShard(
-                k, chunk, refs, index.classes, options, str(index.root), str(out), cache, later
+                k,
+                chunk,
+                {p: ImageRef(p, index.files[p], index.labels[p]) for p in touched[k]},
+                index.classes,
+                options,
+                str(index.root),
+                str(out),
+                cache,
+                frozenset(p for p in touched[k] if last_use[p] > k),
             )
-        )
-    pending = [p for p in payloads if p.number not in finished]
-    try:
-        if run_options.device is None:
-            run_jobs(
-                run_cutmix_shard,
-                pending,
-                workers=run_options.workers,
-                backend=run_options.backend,
-                progress=run_options.progress,
-                desc="cutmix",
-                on_result=lambda r: len(payloads[r.number].tasks),
-                total=len(tasks),
-                initial=sum(len(p.tasks) for p in payloads if p.number in finished),
-            )
-        else:
-            run_device(pending, run_options)
-    finally:
-        WORKER_IMAGES.clear()  # shards run in this process (one worker, --device) kept images
+            for k, chunk in enumerate(chunks)
+        ]
+        pending = [p for p in payloads if p.number not in finished]
+        try:
+            if run_options.device is None:
+                run_jobs(
+                    run_cutmix_shard,
+                    pending,
+                    workers=run_options.workers,
+                    backend=run_options.backend,
+                    progress=run_options.progress,
+                    desc="cutmix",
+                    on_result=lambda r: len(payloads[r.number].tasks),
+                    total=len(tasks),
+                    initial=sum(len(p.tasks) for p in payloads if p.number in finished),
+                )
+            else:
+                run_device(pending, run_options)
+        finally:
+            WORKER_IMAGES.clear()  # shards run in this process (one worker, --device) kept images
 
     summary = merge(index, out, options, len(payloads))
     summary.seconds = round(time.perf_counter() - started, 3)

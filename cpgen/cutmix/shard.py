@@ -43,9 +43,10 @@ class CutMixShard:
     options: CutMixOptions
     src: str
     out: str
-    #: the run's name and the bytes of decoded images each worker keeps across shards
-    #: (``worker_images``; 0: none); they change no output byte
-    cache: tuple[str, int] = ("", 0)
+    #: the run's name, the bytes of decoded images each worker keeps across shards
+    #: (``worker_images``; 0: none), and the folder where the run's workers share decodes with
+    #: what each may write there ("" and 0 for none; ``image_store``); no output byte changes
+    cache: tuple[str, int, str, int] = ("", 0, "", 0)
     #: positions of the images a later shard reads too: kept by the worker while they fit
     later: frozenset[int] = frozenset()
 
@@ -79,13 +80,14 @@ def _load(src: str, ref: ImageRef) -> images.Image:
 
 def shard_reader(job: CutMixShard) -> Reader:
     """How ``job`` reads its images: through this worker's cache where the run keeps one
-    (an image stays while this shard or a later one reads it again), else decoded each time.
+    (an image stays while this shard or a later one reads it again, and is shared with the
+    run's other workers where it has a store), else decoded each time.
     Thread-safe: ``--device`` reads a batch in threads."""
-    run, budget = job.cache
+    run, budget, store, store_bytes = job.cache
     if budget <= 0:
         return lambda ref: (_load(job.src, ref), False)
-    WORKER_IMAGES.configure(run, budget)
-    allow_cache_growth(budget)
+    WORKER_IMAGES.configure(run, budget, store, store_bytes)
+    allow_cache_growth(budget * (2 if store else 1))  # maps: a second budget
     left = Counter(p for t in job.tasks for p in (t.base, t.patch))
     lock = threading.Lock()
 
