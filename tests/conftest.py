@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,21 @@ def kill_group(proc: subprocess.Popen) -> None:
             left.rmdir()
         else:
             left.unlink(missing_ok=True)
+
+
+def after_entry_point(code: str, env: dict[str, str], entry: bool = True) -> str:
+    """The stdout of a fresh process that runs the console script's entry point (``cpgen
+    --version``, where ``entry``), then ``code``: what the entry point leaves set for what the
+    process does next."""
+    run = (
+        "import sys\n"
+        f"if {entry}:\n"
+        "    from cpgen.cli import main\n"
+        "    sys.argv = ['cpgen', '--version']\n"
+        "    try:\n        main()\n    except SystemExit:\n        pass\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", run + code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout

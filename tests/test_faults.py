@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import cpgen as cpgen_package
-from tests.conftest import kill_group, make_coco, shared_dataset
+from tests.conftest import after_entry_point, kill_group, make_coco, shared_dataset
 from tests.test_copypaste_e2e import tree_bytes
 
 SCRIPT = Path(sys.executable).with_name("cpgen")
@@ -256,16 +256,8 @@ def test_loky_tracker_says_nothing_after_a_run_that_ends_without_finalising(quie
         return
     assert result.stderr == ""
     # and the console script's entry point sets it before any command starts a pool
-    entry = (
-        "import os, sys\n"
-        "from cpgen.cli import main\n"
-        "sys.argv = ['cpgen', '--version']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(os.environ.get('PYTHONWARNINGS', ''))\n"
-    )
-    said = subprocess.run(
-        [sys.executable, "-c", entry], capture_output=True, text=True, timeout=60, env=env
-    ).stdout.splitlines()
+    code = "import os\nprint(os.environ.get('PYTHONWARNINGS', ''))\n"
+    said = after_entry_point(code, env).splitlines()
     from cpgen.cli import LOKY_TRACKER_QUIET
 
     assert said[-1].split(",") == [LOKY_TRACKER_QUIET]

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from cpgen.runner import run_jobs, start_workers, stop_workers
-from tests.conftest import make_coco
+from tests.conftest import after_entry_point, make_coco
 from tests.test_faults import group_alive, no_traceback, start
 
 PROBE = "wave"  # a standard module that nothing in a fresh worker imports
@@ -109,24 +109,10 @@ def test_stopping_lets_a_warm_up_in_progress_finish_first():
 
 
 def _threads_after_numpy(entry: bool, env: dict[str, str]) -> int:
-    """Threads of a fresh process once it imports numpy, after running the console script's
-    entry point (``cpgen --version``) or not."""
-    import subprocess
-
-    code = (
-        "import os, sys\n"
-        f"if {entry}:\n"
-        "    from cpgen.cli import main\n"
-        "    sys.argv = ['cpgen', '--version']\n"
-        "    try:\n        main()\n    except SystemExit:\n        pass\n"
-        "import numpy\n"
-        "print(len(os.listdir('/proc/self/task')))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
-    )
-    assert done.returncode == 0, done.stderr
-    return int(done.stdout.split()[-1])
+    """Threads of a fresh process once it imports numpy, after the console script's entry
+    point or not."""
+    code = "import os, numpy\nprint(len(os.listdir('/proc/self/task')))\n"
+    return int(after_entry_point(code, env, entry).split()[-1])
 
 
 @pytest.mark.skipif(
