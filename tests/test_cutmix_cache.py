@@ -36,7 +36,7 @@ def run(src: Path, out: Path, *args: str) -> Path:
     return out
 
 
-@pytest.mark.parametrize("size", [None, "20x28"])
+@pytest.mark.parametrize("size", [None, "20x28", "40x30"])
 def test_the_cache_changes_no_byte(tmp_path: Path, size: str | None) -> None:
     """Each image is a base three times: without --size the base is kept at its own size, the
     array the cache holds, so a box pasted into it in place would show in its later outputs."""
@@ -85,6 +85,32 @@ def test_a_shard_keeps_only_the_images_read_again(tmp_path: Path) -> None:
         assert result.done == 5
         kept = {key[1] for key in WORKER_IMAGES.decoded}
         assert kept == {index.files[1], index.files[3]}
+    finally:
+        WORKER_IMAGES.clear()
+
+
+def test_with_a_size_the_cache_holds_each_image_at_that_size(tmp_path: Path) -> None:
+    """Every use of an image resizes it to --size (a base to it, a patch to its base), so the
+    worker keeps it resized: one resize per image, and a small image's memory."""
+    src = make_folder(tmp_path / "src", {"ant": 3, "bee": 2}, height=60, width=90)
+    index = folders.load(src)
+    refs = {p: ImageRef(p, index.files[p], index.labels[p]) for p in range(len(index.files))}
+    (tmp_path / "out").mkdir()
+    job = CutMixShard(
+        0,
+        cutmix.plan_tasks(len(index.files), 5, seed=0),
+        refs,
+        index.classes,
+        cutmix.CutMixOptions(size=(12, 16)),
+        str(src),
+        str(tmp_path / "out"),
+        ("a run", 2**20, "", 0),
+        frozenset(refs),
+    )
+    try:
+        assert run_cutmix_shard(job).done == 5
+        assert len(WORKER_IMAGES.decoded) == 5
+        assert all(a.shape == (12, 16, 3) for a in WORKER_IMAGES.decoded.values())
     finally:
         WORKER_IMAGES.clear()
 

@@ -15,7 +15,7 @@ import numpy as np
 from cpgen import images, output
 from cpgen.cutmix.options import COLUMNS, CutMixOptions, RunOptions
 from cpgen.cutmix.plan import CutMixTask, Prepared, prepare
-from cpgen.ops.cutmix import paste_box
+from cpgen.ops.cutmix import paste_box, resize
 from cpgen.runner import setup_worker, thread_pool
 from cpgen.worker_images import Shared, WorkerImages, allow_cache_growth
 
@@ -82,6 +82,10 @@ def shard_reader(job: CutMixShard) -> Reader:
     """How ``job`` reads its images: through this worker's cache where the run keeps one
     (an image stays while this shard or a later one reads it again, and is shared with the
     run's other workers where it has a store), else decoded each time.
+
+    With ``--size`` the cache holds each image at that size: every use resizes it to the size
+    (a base to ``--size``, a patch to its base's), so the resize is made once and a large photo
+    takes the memory of a small one; the pixels are those the use would make.
     Thread-safe: ``--device`` reads a batch in threads."""
     run, budget, store, store_bytes = job.cache
     if budget <= 0:
@@ -90,13 +94,19 @@ def shard_reader(job: CutMixShard) -> Reader:
     allow_cache_growth(budget * (2 if store else 1))  # maps: a second budget
     left = Counter(p for t in job.tasks for p in (t.base, t.patch))
     lock = threading.Lock()
+    size = job.options.size
+    height, width = size if size is not None else (0, 0)
+
+    def load(ref: ImageRef) -> images.Image:
+        decoded = _load(job.src, ref)
+        return decoded if size is None else resize(decoded, height, width)
 
     def read(ref: ImageRef) -> Shared:
         with lock:
             left[ref.position] -= 1
             keep = left[ref.position] > 0 or ref.position in job.later
-        key = (job.src, ref.file, 0, 0)
-        return WORKER_IMAGES.take(key, lambda: _load(job.src, ref), keep)
+        key = (job.src, ref.file, width, height)  # (0, 0): at its own size
+        return WORKER_IMAGES.take(key, lambda: load(ref), keep)
 
     return read
 
