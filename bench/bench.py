@@ -275,6 +275,8 @@ def main() -> None:
     if not folder_src.is_dir():
         folder_src = REPO / "examples" / "folders"
     report("cutmix", folder_src, bench_cutmix(folder_src, args.num_images, args.repeats))
+    at_224 = bench_cutmix(folder_src, args.num_images, args.repeats, (224, 224))
+    report("cutmix --size 224x224", folder_src, at_224)
 
 
 def _report_once(args: argparse.Namespace, coco_src: Path) -> None:

@@ -2,10 +2,11 @@
 
 The floor is a plain single-process OpenCV loop over the same plan: read and decode each
 output's base and patch (EXIF orientation applied, as cpgen does), resize the patch to the base's
-size with the same interpolation rule, and encode one JPEG at the same quality. cpgen's ratio to
-it is the overhead of everything else (planning, drawing boxes, the copy, labels, workers).
+size with the same interpolation rule (with ``--size``, the base to that size first), and encode
+one JPEG at the same quality. cpgen's ratio to it is the overhead of everything else (planning,
+drawing boxes, the copy, labels, workers), less what its workers' kept decodes save.
 
-    python -m bench.cutmix_bench [--src DIR] [--num-images N] [--repeats R]
+    python -m bench.cutmix_bench [--src DIR] [--num-images N] [--repeats R] [--size HxW]
 """
 
 from __future__ import annotations
@@ -25,21 +26,34 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 
 
-def cutmix_floor(index: folders.FolderIndex, tasks: list[cutmix.CutMixTask], quality: int) -> float:
-    """Seconds for the plain loop: decode base and patch, resize the patch, encode one JPEG."""
+def cutmix_floor(
+    index: folders.FolderIndex,
+    tasks: list[cutmix.CutMixTask],
+    quality: int,
+    size: tuple[int, int] | None = None,
+) -> float:
+    """Seconds for the plain loop: decode base and patch, resize the base to ``size`` (when
+    given) and the patch to the base, encode one JPEG."""
     cv2.setNumThreads(1)
     paths = [index.root / rel for rel in index.files]
     start = time.perf_counter()
     for task in tasks:
         base = cv2.imdecode(np.fromfile(paths[task.base], np.uint8), cv2.IMREAD_COLOR)
         patch = cv2.imdecode(np.fromfile(paths[task.patch], np.uint8), cv2.IMREAD_COLOR)
-        (h, w), (ph, pw) = base.shape[:2], patch.shape[:2]
-        if (ph, pw) != (h, w):
-            shrink = h <= ph and w <= pw
-            interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-            patch = cv2.resize(patch, (w, h), interpolation=interpolation)
+        if size is not None:
+            base = _resized(base, *size)
+        patch = _resized(patch, *base.shape[:2])
         cv2.imencode(".jpg", base, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return time.perf_counter() - start
+
+
+def _resized(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """cpgen's interpolation rule: INTER_AREA when shrinking both sides, else INTER_LINEAR."""
+    ih, iw = image.shape[:2]
+    if (ih, iw) == (h, w):
+        return image
+    interpolation = cv2.INTER_AREA if h <= ih and w <= iw else cv2.INTER_LINEAR
+    return cv2.resize(image, (w, h), interpolation=interpolation)
 
 
 def cutmix_run(index: folders.FolderIndex, options: cutmix.CutMixOptions, workers: int) -> float:
@@ -50,18 +64,21 @@ def cutmix_run(index: folders.FolderIndex, options: cutmix.CutMixOptions, worker
     return time.perf_counter() - start
 
 
-def bench_cutmix(src: Path, num_images: int, repeats: int = 3) -> dict[str, float]:
-    """Medians of ``repeats`` interleaved rounds: the floor and cpgen with 1 and 2 workers.
+def bench_cutmix(
+    src: Path, num_images: int, repeats: int = 3, size: tuple[int, int] | None = None
+) -> dict[str, float]:
+    """Medians of ``repeats`` interleaved rounds: the floor and cpgen with 1 and 2 workers
+    (outputs at ``size``, ``--size``, when given).
 
     Keys: ``outputs``, ``floor_s``, ``one_s``, ``two_s`` (seconds). Prints nothing.
     """
     index = folders.load(src)
-    options = cutmix.CutMixOptions(num_images=num_images)
+    options = cutmix.CutMixOptions(num_images=num_images, size=size)
     tasks = cutmix.plan(index, options)
     cutmix_floor(index, tasks[: len(index.files)], options.quality)  # warm the page cache
     medians = interleaved_medians(
         {
-            "floor_s": lambda: cutmix_floor(index, tasks, options.quality),
+            "floor_s": lambda: cutmix_floor(index, tasks, options.quality, size),
             "one_s": lambda: cutmix_run(index, options, 1),
             "two_s": lambda: cutmix_run(index, options, 2),
         },
@@ -78,8 +95,11 @@ def main() -> None:
     parser.add_argument("--src", type=Path, default=default_src)
     parser.add_argument("--num-images", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", help="HxW, e.g. 224x224: outputs at that size (--size)")
     args = parser.parse_args()
-    report("cutmix", args.src, bench_cutmix(args.src, args.num_images, args.repeats))
+    size = cutmix.parse_size(args.size) if args.size else None
+    name = f"cutmix --size {args.size}" if size else "cutmix"
+    report(name, args.src, bench_cutmix(args.src, args.num_images, args.repeats, size))
 
 
 if __name__ == "__main__":
