@@ -148,6 +148,9 @@ class ImageStore:
                 mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError):  # absent (not yet written), or empty
             return None
+        if len(mapped) < HEADER_BYTES:
+            mapped.close()
+            return None
         height, width = (int(n) for n in np.frombuffer(mapped, HEADER, 2))
         if not _fits(key, height, width) or len(mapped) != HEADER_BYTES + height * width * 3:
             mapped.close()

@@ -330,3 +330,5 @@ def test_a_file_carries_its_size_and_a_sized_key_checks_it(tmp_path: Path) -> No
     assert store.write(("root", "a.jpg", 5, 7), pixels) is None  # 7 wide, 5 high: not 5 x 7
     assert store.write(("root", "gray.png", 7, 5), pixels[:, :, 0]) is None  # not HxWx3
     assert store.read(("cutmix src", "ant/b.png", 0, 0)) is None  # never written
+    Path(store._path(("cutmix src", "short", 0, 0))).write_bytes(b"1234")  # no whole header
+    assert store.read(("cutmix src", "short", 0, 0)) is None
