@@ -28,7 +28,7 @@ import mmap
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +84,16 @@ SHARED_MEMORY = ("loky", "multiprocessing")
 #: are read by two shards). There, writing the images to the store costs about what the few
 #: decodes it saves do (measured: the same time with and without), so it is left out.
 SHARE_FROM_READS = 1.5
+
+
+def reads_per_image(reads: Iterable[Collection[Hashable]]) -> float:
+    """How many shards read each image they read, on average: ``reads`` holds each shard's
+    images (any keys naming them)."""
+    total, seen = 0, set[Hashable]()
+    for read in reads:
+        total += len(read)
+        seen.update(read)
+    return total / max(1, len(seen))
 
 
 def shares_decodes(

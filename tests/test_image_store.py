@@ -229,15 +229,15 @@ def test_decodes_are_shared_only_where_shards_read_the_same_images(tiny80: Path)
     """800 outputs of 80 images read each image in many shards: worth sharing. One output per
     image reads most images in one shard only: writing them would cost what it saves."""
     from cpgen import copypaste
-    from cpgen.copypaste.run import SHARD_SIZE, reads_per_image
-    from cpgen.image_store import SHARE_FROM_READS
+    from cpgen.copypaste.run import SHARD_SIZE, images_read
+    from cpgen.image_store import SHARE_FROM_READS, reads_per_image
     from cpgen.plan import affinity_shards
 
     index = coco.load(coco.find_layout(tiny80))
 
     def reads(n: int) -> float:
         tasks = copypaste.plan(index, copypaste.CopyPasteOptions(num_images=n))
-        return reads_per_image(affinity_shards(tasks, SHARD_SIZE), False)
+        return reads_per_image(images_read(c, False) for c in affinity_shards(tasks, SHARD_SIZE))
 
     assert reads(800) > 5 * SHARE_FROM_READS
     assert 1 < reads(80) < SHARE_FROM_READS

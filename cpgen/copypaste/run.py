@@ -34,7 +34,7 @@ from cpgen.copypaste.sources import (
 )
 from cpgen.datasets import coco, consumers
 from cpgen.errors import DataError
-from cpgen.image_store import open_store, shares_decodes
+from cpgen.image_store import open_store, reads_per_image, shares_decodes
 from cpgen.plan import AFFINITY_BLOCK, CopyPasteTask, affinity_shards, plan_copypaste, shard
 from cpgen.runner import Lazy, RunOptions, run_jobs
 from cpgen.worker_images import default_cache_mb
@@ -289,7 +289,10 @@ def run(
     initial = len(tasks) - sum(len(chunks[k]) for k in pending)
     # workers on this machine share their decodes (image_store) where shards read the same images
     share = shares_decodes(
-        run_options.backend, device, cache_mb, lambda: reads_per_image(chunks, inputs.pool)
+        run_options.backend,
+        device,
+        cache_mb,
+        lambda: reads_per_image(images_read(c, inputs.pool) for c in chunks),
     )
     with open_store(run_options.workers if share else 1) as (store, store_bytes):
         cache = (uuid.uuid4().hex, cache_mb * 2**20, store, store_bytes)
@@ -326,16 +329,6 @@ def images_read(chunk: list[CopyPasteTask], pool: bool) -> set[tuple[str, int]]:
     for the pool's."""
     read = {("t", t.target) for t in chunk if t.background is None}
     return read | {("s" if pool else "t", t.source) for t in chunk}
-
-
-def reads_per_image(chunks: list[list[CopyPasteTask]], pool: bool) -> float:
-    """How many shards (``chunks``) read each image they read, on average."""
-    reads, seen = 0, set[tuple[str, int]]()
-    for chunk in chunks:
-        read = images_read(chunk, pool)
-        reads += len(read)
-        seen |= read
-    return reads / max(1, len(seen))
 
 
 def later_uses(chunks: list[list[CopyPasteTask]], pool: bool) -> dict[tuple[str, int], int]:

@@ -35,7 +35,7 @@ from cpgen.cutmix.shard import (
     run_device,
 )
 from cpgen.datasets import folders
-from cpgen.image_store import open_store, shares_decodes
+from cpgen.image_store import open_store, reads_per_image, shares_decodes
 from cpgen.plan import shard
 from cpgen.runner import run_jobs
 from cpgen.worker_images import default_cache_mb
@@ -157,7 +157,7 @@ def run(
         run_options.backend,
         run_options.device,
         cache_mb,
-        lambda: sum(map(len, touched)) / max(1, len(last_use)),
+        lambda: reads_per_image(touched),
     )
     with open_store(run_options.workers if share else 1) as (store, store_bytes):
         cache = (uuid.uuid4().hex, cache_mb * 2**20, store, store_bytes)
