@@ -34,6 +34,13 @@ class DataError(CpgenError):
     exit_code = EXIT_DATA
 
 
+class WorkerLost(CpgenError):
+    """A worker process died in the middle of the run (killed by a signal, or by the kernel when
+    memory ran out): the run stops (exit 1); what finished is kept for ``--resume``."""
+
+    exit_code = EXIT_DATA
+
+
 class Terminated(BaseException):
     """A termination signal (SIGTERM, SIGHUP) arrived: stop like Ctrl-C, exit 128 + signal.
 
@@ -48,6 +55,9 @@ class Terminated(BaseException):
     def exit_code(self) -> int:
         return 128 + self.signum
 
+
+#: What a stopped run that wrote its finished work says to do once the cause is fixed.
+RESUME_HINT = "then run the same command with --resume to finish (finished work is kept)"
 
 #: Errors of the file system that stop a run rather than skip one item, with what to do.
 _OS_HINTS: dict[int, str] = {
@@ -72,5 +82,5 @@ def describe_os_error(exc: OSError, resumable: bool) -> tuple[str, str]:
     message = f"{where}: {reason}"
     hint = _OS_HINTS.get(exc.errno or 0, "fix the cause")
     if resumable:
-        hint += "; then run the same command with --resume to finish (finished work is kept)"
+        hint += f"; {RESUME_HINT}"
     return message, hint

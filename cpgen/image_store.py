@@ -76,7 +76,7 @@ SHARE_OF_FREE = 0.5
 
 
 #: joblib backends whose workers all run on this machine, so can share ``/dev/shm``
-SHARED_MEMORY = ("loky", "multiprocessing")
+SHARED_MEMORY = ("fork", "loky", "multiprocessing")
 
 #: Workers share their decodes where the shards read each image this many times on average:
 #: a small set multiplied reads each of its images in many shards (8.3 times for 800 copy-paste

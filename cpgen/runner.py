@@ -10,12 +10,13 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cpgen.errors import Terminated, UsageError
+from cpgen import fork_pool
+from cpgen.errors import Terminated, UsageError, WorkerLost
 
 R = TypeVar("R")
 K = TypeVar("K")
@@ -42,7 +43,7 @@ class RunOptions:
     """How a run executes (never what it writes): workers, backend, OUT handling, progress."""
 
     workers: int = 1
-    backend: str = "loky"
+    backend: str = "fork"
     overwrite: bool = False
     progress: bool = False
     resume: bool = False
@@ -161,6 +162,7 @@ def stop_workers() -> None:
     warming, _warming = _warming, None
     if warming is not None:
         warming.join(WARMUP_GRACE_S)
+    fork_pool.stop()
     reusable = sys.modules.get("joblib.externals.loky.reusable_executor")
     executor = getattr(reusable, "_executor", None)
     if executor is not None:
@@ -212,6 +214,7 @@ def check_backend(backend: str) -> None:
     """Refuse a joblib backend that joblib does not know or cannot load (before any work)."""
     from joblib.parallel import BACKENDS, EXTERNAL_BACKENDS
 
+    fork_pool.register()
     if backend not in BACKENDS and backend not in EXTERNAL_BACKENDS:
         known = ", ".join(sorted({*BACKENDS, *EXTERNAL_BACKENDS}))
         raise UsageError(f"unknown --backend {backend!r}", hint=f"joblib knows: {known}")
@@ -280,6 +283,9 @@ def run_jobs(
     results: list[R | None] = [None] * len(payloads)
     if not payloads:
         return []
+    if backend == fork_pool.NAME:
+        fork_pool.register()
+        fork_pool.start(workers)  # before the bar below starts tqdm's thread; where it still can
     if backend == "dask":
         _ensure_dask_client(workers)
     bar = tqdm(
@@ -309,6 +315,13 @@ def run_jobs(
         if stream is not None:
             stream.close()  # joblib aborts the remaining tasks and its pool
         stop_workers()
+        lost = sys.exc_info()[1]
+        if isinstance(lost, BrokenExecutor):  # loky's TerminatedWorkerError is one too
+            raise WorkerLost(
+                "a worker process died before it finished (killed by a signal, or by the "
+                "kernel when memory ran out)",
+                hint="if memory ran out, use fewer --workers or a smaller --cache-mb",
+            ) from None
         raise
     finally:
         bar.close()
@@ -329,17 +342,24 @@ class Warmup:
 
 
 def start_workers(workers: int, backend: str, modules: Sequence[str]) -> Warmup:
-    """Start the ``loky`` worker pool now, in a background thread, with ``modules`` imported
-    in each worker: a worker takes about 0.45 s to start and import joblib, numpy and OpenCV,
-    and this process meanwhile reads the input instead of waiting for them later. The first
-    ``run_jobs`` on the same ``workers`` and ``backend`` reuses these processes (loky keeps one
-    pool and reuses it while it is asked for the same configuration, which this sets up as
-    ``run_jobs`` does). Nothing for one worker or another backend; a pool that fails to start
-    here is left to ``run_jobs``, which reports it.
+    """Start the worker processes now, with ``modules`` imported in each, while this process
+    goes on to read the input; the first ``run_jobs`` on the same ``workers`` and ``backend``
+    uses them. Nothing for one worker or a backend other than these two:
+
+    - ``fork``: the workers are forked here and now (``fork_pool.start``), ready at once; where
+      forking is unsafe, loky's pool is started as below, the one ``run_jobs`` then falls back to.
+    - ``loky``: in a background thread. A loky worker takes about 0.45 s to start and import
+      joblib, numpy and OpenCV. loky keeps one pool and reuses it while it is asked for the same
+      configuration, which this sets up as ``run_jobs`` does. A pool that fails to start here is
+      left to ``run_jobs``, which reports it.
     """
     pids: list[int] = []
-    if workers <= 1 or backend != "loky":
+    if workers <= 1 or backend not in ("loky", fork_pool.NAME):
         return Warmup(None, pids)
+    if backend == fork_pool.NAME:
+        if fork_pool.start(workers, modules):
+            return Warmup(None, fork_pool.pids())
+        backend = "loky"
 
     def warm() -> None:
         from joblib import Parallel, delayed, parallel_config

@@ -193,7 +193,7 @@ def _terminate(proc: subprocess.Popen, signum: int = signal.SIGTERM) -> str:
     return stderr
 
 
-@pytest.mark.parametrize("backend", ["loky", "multiprocessing", "threading", "dask"])
+@pytest.mark.parametrize("backend", ["fork", "loky", "multiprocessing", "threading", "dask"])
 def test_sigterm_stops_every_worker_and_resume_gives_the_same_bytes(tmp_path, backend):
     """With dask, the local cluster cpgen started is closed: its processes are in the group."""
     if backend == "dask":

@@ -19,9 +19,11 @@ from cpgen.errors import (
     EXIT_DATA,
     EXIT_INTERRUPTED,
     EXIT_SKIPPED,
+    RESUME_HINT,
     CpgenError,
     Terminated,
     UsageError,
+    WorkerLost,
     describe_os_error,
 )
 
@@ -49,7 +51,11 @@ WorkersOpt = Annotated[
     ),
 ]
 BackendOpt = Annotated[
-    str, typer.Option(help="joblib backend: loky, threading, multiprocessing, dask, ...")
+    str,
+    typer.Option(
+        help="joblib backend: fork (cpgen's: workers forked from this process, ready at once; "
+        "loky where forking is unsafe, as on macOS), loky, threading, multiprocessing, dask, ..."
+    ),
 ]
 QualityOpt = Annotated[int, typer.Option(help="JPEG quality of generated images (1-100).")]
 OverwriteOpt = Annotated[
@@ -98,8 +104,11 @@ def handle_errors(command: F) -> F:
             if os.environ.get("CPGEN_DEBUG"):
                 raise
             _stderr(f"Error: {exc.message}")
-            if exc.hint:
-                _stderr(f"Hint: {exc.hint}")
+            hint = exc.hint
+            if writes and isinstance(exc, WorkerLost):
+                hint += f"; {RESUME_HINT}"
+            if hint:
+                _stderr(f"Hint: {hint}")
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:  # a full disk, a read-only folder, too many open files, ...
             if os.environ.get("CPGEN_DEBUG"):

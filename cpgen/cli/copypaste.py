@@ -54,7 +54,7 @@ def copypaste(
     ] = None,
     seed: SeedOpt = 0,
     workers: WorkersOpt = None,
-    backend: BackendOpt = "loky",
+    backend: BackendOpt = "fork",
     max_paste: Annotated[int, typer.Option(help="Most instances pasted per image.")] = 20,
     scale: Annotated[
         tuple[float, float],

@@ -85,7 +85,7 @@ def cutmix(
     ] = False,
     seed: SeedOpt = 0,
     workers: WorkersOpt = None,
-    backend: BackendOpt = "loky",
+    backend: BackendOpt = "fork",
     device: Annotated[
         str | None,
         typer.Option(

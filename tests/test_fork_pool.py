@@ -1,0 +1,185 @@
+"""The ``fork`` backend (``cpgen.fork_pool``), the default: workers forked from the real console
+script, a worker killed mid-run, the console script killed, and the rule that forks only a
+process with one thread. Real processes and real signals, as in ``test_faults``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_coco
+from tests.test_copypaste_e2e import tree_bytes
+from tests.test_faults import cpgen, group_alive, no_traceback, start, wait_for_shards
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="forked workers are Linux's (/proc)"
+)
+
+
+def children(pid: int) -> list[int]:
+    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in found.stdout.split()]
+
+
+def cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    state = next(line for line in status.splitlines() if line.startswith("State:"))
+    return "Z" not in state.split()[1]
+
+
+def workers_of(proc: subprocess.Popen) -> list[int]:
+    """The worker processes of a run: its children, less loky's resource tracker."""
+    return [p for p in children(proc.pid) if b"resource_tracker" not in cmdline(p)]
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> list[str]:
+    src = make_coco(tmp_path / "src", n_images=6, size=(320, 240))
+    return ["copypaste", "--src", str(src), "--num-images", "600", "-j", "2", "--quiet"]
+
+
+def test_the_default_backend_forks_its_workers_and_writes_what_one_worker_writes(tmp_path, job):
+    """Forked, not started: each worker runs the console script's own command line, and no
+    interpreter of loky's (worker or resource tracker) is started."""
+    out = tmp_path / "out"
+    proc = start(*job, "--out", str(out))
+    wait_for_shards(out, proc, 2)
+    own, kids = cmdline(proc.pid), children(proc.pid)
+    lines = [cmdline(p) for p in kids]
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert len(kids) == 2 and lines == [own, own], lines
+    reference = tmp_path / "reference"
+    one = cpgen(*job[:-3], "-j", "1", "--quiet", "--out", str(reference))
+    assert one.returncode == 0, one.stderr
+    assert tree_bytes(out) == tree_bytes(reference)
+
+
+@pytest.mark.parametrize("backend", ["fork", "loky"])
+def test_a_worker_killed_mid_run_is_one_error_line_and_resume_finishes_it(tmp_path, job, backend):
+    out = tmp_path / "out"
+    args = [*job, "--backend", backend]
+    proc = start(*args, "--out", str(out))
+    wait_for_shards(out, proc, 2)
+    os.kill(workers_of(proc)[0], signal.SIGKILL)  # as the kernel's OOM killer does
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1, stderr
+    no_traceback(stderr)
+    said = [line for line in stderr.splitlines() if not line.startswith("warning: ")]
+    assert said == [
+        "Error: a worker process died before it finished (killed by a signal, or by the kernel "
+        "when memory ran out)",
+        "Hint: if memory ran out, use fewer --workers or a smaller --cache-mb; then run the same "
+        "command with --resume to finish (finished work is kept)",
+    ]
+    deadline = time.monotonic() + 10
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_alive(proc.pid), "a worker outlived the failed run"
+    resumed = cpgen(*args, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    reference = tmp_path / "reference"
+    assert cpgen(*args, "--out", str(reference)).returncode == 0
+    assert tree_bytes(out) == tree_bytes(reference)
+
+
+def test_forked_workers_die_with_the_console_script_and_leave_out_unlocked(tmp_path, job):
+    """SIGKILL to the main process alone (no handler runs): the kernel ends its workers too
+    (``PR_SET_PDEATHSIG``), so none keeps working on OUT, and the next run may resume it."""
+    out = tmp_path / "out"
+    proc = start(*job, "--out", str(out))
+    wait_for_shards(out, proc, 2)
+    kids = workers_of(proc)
+    assert len(kids) == 2
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(running(p) for p in kids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(running(p) for p in kids), "a worker outlived the killed console script"
+    resumed = cpgen(*job, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    reference = tmp_path / "reference"
+    assert cpgen(*job, "--out", str(reference)).returncode == 0
+    assert tree_bytes(out) == tree_bytes(reference)
+
+
+FORK_RULE = """
+import json, os, sys, threading
+from cpgen import fork_pool
+from cpgen.runner import run_jobs, stop_workers
+
+def where(i):
+    line = lambda pid: open(f"/proc/{pid}/cmdline", "rb").read()
+    forked = line("self") == line(os.getppid())  # a new interpreter has a command line of its own
+    return i * i, os.getpid(), os.getppid(), forked
+
+release = threading.Event()
+other = threading.Thread(target=release.wait)
+if sys.argv[1] == "thread":
+    other.start()
+started = fork_pool.start(2)
+pids = fork_pool.pids()
+done = run_jobs(where, list(range(8)), workers=2, backend="fork", progress=False, desc="")
+stop_workers()
+release.set()
+print(json.dumps({"started": started, "pids": pids, "done": done, "me": os.getpid()}))
+"""
+
+
+def fork_rule(case: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_RULE, case], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_workers_are_forked_only_from_a_process_with_one_thread():
+    """A lock another thread holds at a fork stays held in the child: with a second thread
+    running, the backend is loky's (its workers are new interpreters); alone, the
+    pool is forked here, and the run's tasks run in those children."""
+    alone, threaded = fork_rule("alone"), fork_rule("thread")
+    for report in (alone, threaded):
+        assert [r[0] for r in report["done"]] == [i * i for i in range(8)]
+    assert alone["started"] is True and len(alone["pids"]) == 2
+    assert {r[1] for r in alone["done"]} <= set(alone["pids"])
+    assert {(r[2], r[3]) for r in alone["done"]} == {(alone["me"], True)}
+    assert threaded["started"] is False and threaded["pids"] == []
+    assert {(r[2], r[3]) for r in threaded["done"]} == {(threaded["me"], False)}
+
+
+def test_ctrl_c_in_a_terminal_stops_the_run_once_and_leaves_no_worker(tmp_path, job):
+    """A terminal sends Ctrl-C's SIGINT to the whole foreground group, workers included: the run
+    stops, says one thing (no worker's traceback), and leaves no process behind."""
+    out = tmp_path / "out"
+    proc = start(*job, "--out", str(out))
+    wait_for_shards(out, proc, 2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    no_traceback(stderr)
+    said = [line for line in stderr.splitlines() if not line.startswith("warning: ")]
+    assert said == [
+        "Interrupted by SIGINT: the output is incomplete. Run the same command with --resume "
+        "to continue where it stopped."
+    ]
+    deadline = time.monotonic() + 10
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_alive(proc.pid), "a worker outlived the interrupted run"
