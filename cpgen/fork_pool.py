@@ -60,11 +60,13 @@ def start(workers: int, modules: Sequence[str] = ()) -> bool:
     workers have them). Returns whether a pool of that size is ready: False where forking is
     unsafe (``can_fork``), where the run then uses loky. A pool of another size is stopped."""
     global _pool
+    if workers < 2:
+        return False
     if _pool is not None:
         if _pool[0] == workers:
             return True
         stop()
-    if workers < 2 or not can_fork():
+    if not can_fork():
         return False
     for name in modules:
         importlib.import_module(name)

@@ -288,14 +288,19 @@ def run_jobs(
         fork_pool.start(workers)  # before the bar below starts tqdm's thread; where it still can
     if backend == "dask":
         _ensure_dask_client(workers)
-    bar = tqdm(
-        desc=desc,
-        total=total,
-        initial=initial,
-        unit=unit,
-        file=sys.stderr,
-        disable=not progress,
-        dynamic_ncols=True,
+    # no bar at all when it is not shown: even a disabled one starts tqdm's monitor thread,
+    # after which this process can no longer fork a pool
+    bar = (
+        tqdm(
+            desc=desc,
+            total=total,
+            initial=initial,
+            unit=unit,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        if progress
+        else None
     )
     stream = None
     try:
@@ -305,7 +310,8 @@ def run_jobs(
             )
             for i, result in stream:
                 results[i] = result
-                bar.update(on_result(result) if on_result else 1)
+                if bar is not None:
+                    bar.update(on_result(result) if on_result else 1)
     except BaseException:
         # an error in a job, a full disk, Ctrl-C or SIGTERM: no worker may outlive the run
         if backend == "dask":  # its scheduler logs the tasks dropped below as errors
@@ -324,7 +330,8 @@ def run_jobs(
             ) from None
         raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     return results  # type: ignore[return-value]
 
 

@@ -133,6 +133,8 @@ release = threading.Event()
 other = threading.Thread(target=release.wait)
 if sys.argv[1] == "thread":
     other.start()
+if sys.argv[1] == "after_one_worker":  # a run without a bar leaves no thread behind
+    run_jobs(where, [0], workers=1, backend="fork", progress=False, desc="")
 started = fork_pool.start(2)
 pids = fork_pool.pids()
 done = run_jobs(where, list(range(8)), workers=2, backend="fork", progress=False, desc="")
@@ -143,8 +145,15 @@ print(json.dumps({"started": started, "pids": pids, "done": done, "me": os.getpi
 
 
 def fork_rule(case: str) -> dict:
+    """FORK_RULE's report in a fresh process with numpy's OpenBLAS single-threaded, as the
+    console script sets it (its idle threads would count as a second thread)."""
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", FORK_RULE, case], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", FORK_RULE, case],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
@@ -152,14 +161,17 @@ def fork_rule(case: str) -> dict:
 
 def test_workers_are_forked_only_from_a_process_with_one_thread():
     """A lock another thread holds at a fork stays held in the child: with a second thread
-    running, the backend is loky's (its workers are new interpreters); alone, the
-    pool is forked here, and the run's tasks run in those children."""
+    running, the backend is loky's (its workers are new interpreters); alone, also after a
+    one-worker run (which leaves no thread behind), the pool is forked here, and the run's
+    tasks run in those children."""
     alone, threaded = fork_rule("alone"), fork_rule("thread")
-    for report in (alone, threaded):
+    after_one = fork_rule("after_one_worker")
+    for report in (alone, threaded, after_one):
         assert [r[0] for r in report["done"]] == [i * i for i in range(8)]
-    assert alone["started"] is True and len(alone["pids"]) == 2
-    assert {r[1] for r in alone["done"]} <= set(alone["pids"])
-    assert {(r[2], r[3]) for r in alone["done"]} == {(alone["me"], True)}
+    for report in (alone, after_one):
+        assert report["started"] is True and len(report["pids"]) == 2
+        assert {r[1] for r in report["done"]} <= set(report["pids"])
+        assert {(r[2], r[3]) for r in report["done"]} == {(report["me"], True)}
     assert threaded["started"] is False and threaded["pids"] == []
     assert {(r[2], r[3]) for r in threaded["done"]} == {(threaded["me"], False)}
 

@@ -76,9 +76,10 @@ def one_blas_thread() -> None:
     """Have numpy's OpenBLAS start no threads of its own, unless the user chose a number
     (``BLAS_THREADS``). cpgen does no linear algebra worth a thread, but importing numpy starts
     one OpenBLAS thread per core, and each spins before it sleeps: 0.1 s of CPU on 2 cores,
-    taken from the workers while they start. This process's children inherit it: loky's
-    resource tracker, and the workers, which joblib would otherwise give ``cores // workers``
-    threads each."""
+    taken from the workers while they start; and those threads, idle or not, keep the ``fork``
+    backend from forking (``fork_pool.single_threaded``). This process's children inherit it:
+    loky's resource tracker, and the workers, which joblib would otherwise give
+    ``cores // workers`` threads each."""
     os.environ.setdefault(BLAS_THREADS, "1")
 
 
