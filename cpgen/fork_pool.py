@@ -79,8 +79,12 @@ def start(workers: int, modules: Sequence[str] = ()) -> bool:
         initializer=_init_worker,
         initargs=(os.getpid(),),
     )
-    executor.submit(int)  # forks every worker now, before the pool starts its thread
     _pool = (workers, executor)
+    try:
+        executor.submit(int)  # forks every worker now, before the pool starts its thread
+    except OSError:  # no process to be had (EAGAIN, ENOMEM): loky's pool then says so
+        stop()
+        return False
     return True
 
 
