@@ -47,6 +47,19 @@ def workers_of(proc: subprocess.Popen) -> list[int]:
     return [p for p in children(proc.pid) if b"resource_tracker" not in cmdline(p)]
 
 
+def stopped_saying(proc: subprocess.Popen, code: int) -> list[str]:
+    """What a run that stops with exit ``code`` says on stderr (less the annotation file's
+    warnings), once it and every process of its group have ended, with no traceback."""
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == code, stderr
+    no_traceback(stderr)
+    deadline = time.monotonic() + 10
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not group_alive(proc.pid), "a worker outlived the run"
+    return [line for line in stderr.splitlines() if not line.startswith("warning: ")]
+
+
 @pytest.fixture
 def job(tmp_path: Path) -> list[str]:
     src = make_coco(tmp_path / "src", n_images=6, size=(320, 240))
@@ -77,20 +90,12 @@ def test_a_worker_killed_mid_run_is_one_error_line_and_resume_finishes_it(tmp_pa
     proc = start(*args, "--out", str(out))
     wait_for_shards(out, proc, 2)
     os.kill(workers_of(proc)[0], signal.SIGKILL)  # as the kernel's OOM killer does
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 1, stderr
-    no_traceback(stderr)
-    said = [line for line in stderr.splitlines() if not line.startswith("warning: ")]
-    assert said == [
+    assert stopped_saying(proc, 1) == [
         "Error: a worker process died before it finished (killed by a signal, or by the kernel "
         "when memory ran out)",
         "Hint: if memory ran out, use fewer --workers or a smaller --cache-mb; then run the same "
         "command with --resume to finish (finished work is kept)",
     ]
-    deadline = time.monotonic() + 10
-    while group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not group_alive(proc.pid), "a worker outlived the failed run"
     resumed = cpgen(*args, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     reference = tmp_path / "reference"
@@ -183,15 +188,7 @@ def test_ctrl_c_in_a_terminal_stops_the_run_once_and_leaves_no_worker(tmp_path, 
     proc = start(*job, "--out", str(out))
     wait_for_shards(out, proc, 2)
     os.killpg(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    no_traceback(stderr)
-    said = [line for line in stderr.splitlines() if not line.startswith("warning: ")]
-    assert said == [
+    assert stopped_saying(proc, 130) == [
         "Interrupted by SIGINT: the output is incomplete. Run the same command with --resume "
         "to continue where it stopped."
     ]
-    deadline = time.monotonic() + 10
-    while group_alive(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not group_alive(proc.pid), "a worker outlived the interrupted run"
