@@ -14,8 +14,9 @@ forks again, and a worker that dies (killed, out of memory) fails the run with a
 of hanging it. Each worker ignores Ctrl-C (this process stops the pool) and dies with this
 process, however it dies (``PR_SET_PDEATHSIG``), so none is left running or holding a file.
 
-Where forking is unsafe (another thread running, or not Linux: macOS's system libraries do not
-survive a fork), the backend is loky's. joblib is imported only when a pool is made.
+Where forking is unsafe (another thread running, numpy's idle OpenBLAS threads included, which
+the console script does not start; or not Linux: macOS's system libraries do not survive a
+fork), the backend is loky's. joblib is imported only when the backend is registered or used.
 """
 
 from __future__ import annotations
