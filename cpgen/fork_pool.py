@@ -110,7 +110,8 @@ def pids() -> list[int]:
 
 
 def _init_worker(parent: int) -> None:
-    """In each worker, once: die with the parent, leave Ctrl-C to it, set up as any worker."""
+    """In each worker, once: die with the parent, leave Ctrl-C and OUT's lock to it, set up as
+    any worker."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -118,6 +119,9 @@ def _init_worker(parent: int) -> None:
     if os.getppid() != parent:  # the parent died before the line above
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    output = sys.modules.get("cpgen.output")
+    if output is not None:  # a pool forked after OUT was locked must not keep it locked
+        output.forget_locks()
     from cpgen.runner import setup_worker
 
     setup_worker()

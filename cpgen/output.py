@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -245,6 +246,16 @@ def release_locks() -> None:
     while _held_locks:
         _, fd = _held_locks.popitem()
         os.close(fd)
+
+
+def forget_locks() -> None:
+    """In a child forked from a process holding OUT locks: close the child's copies of their
+    files. The parent keeps its locks (an ``flock`` lasts while any copy is open), and they end
+    when it releases them, not when its workers exit."""
+    while _held_locks:
+        _, fd = _held_locks.popitem()
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def write_manifest(out: Path, manifest: dict[str, Any]) -> None:

@@ -192,3 +192,40 @@ def test_ctrl_c_in_a_terminal_stops_the_run_once_and_leaves_no_worker(tmp_path, 
         "Interrupted by SIGINT: the output is incomplete. Run the same command with --resume "
         "to continue where it stopped."
     ]
+
+
+LOCK_RULE = """
+import json, subprocess, sys
+from pathlib import Path
+from cpgen import copypaste, fork_pool, output
+from cpgen.datasets import coco
+
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+index = coco.load(coco.find_layout(src))  # too few annotations to check them in workers
+options = copypaste.CopyPasteOptions(num_images=4, originals="none")
+copypaste.run(index, out, options, copypaste.RunOptions(workers=2))  # forks once OUT is locked
+pids = fork_pool.pids()
+output.release_locks()
+again = [sys.executable, "-m", "cpgen", "copypaste", "--src", str(src), "--out", str(out)]
+second = subprocess.run([*again, "--overwrite", "-j", "1", "--quiet"], capture_output=True)
+alive = [Path(f"/proc/{p}").exists() for p in pids]
+print(json.dumps({"pids": pids, "alive": alive, "code": second.returncode}))
+"""
+
+
+def test_workers_forked_after_out_was_locked_do_not_keep_it_locked(tmp_path):
+    """Through the Python API the pool may be forked after the run took OUT's lock; the
+    workers, which outlive the run, must not hold it once this process lets it go."""
+    src = make_coco(tmp_path / "src", n_images=3)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", LOCK_RULE, str(src), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["pids"]) == 2 and all(report["alive"]), report
+    assert report["code"] == 0, report
