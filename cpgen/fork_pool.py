@@ -52,8 +52,13 @@ def single_threaded() -> bool:
 
 
 def can_fork() -> bool:
-    """Whether ``start`` may fork workers now: on Linux, from a process with one thread."""
-    return sys.platform.startswith("linux") and hasattr(os, "fork") and single_threaded()
+    """Whether ``start`` may fork workers now: on Linux, from a process with one thread that is
+    not itself a daemonic worker (of a multiprocessing pool, say: it may have no children)."""
+    if not (sys.platform.startswith("linux") and hasattr(os, "fork") and single_threaded()):
+        return False
+    import multiprocessing
+
+    return not multiprocessing.current_process().daemon
 
 
 def start(workers: int, modules: Sequence[str] = ()) -> bool:

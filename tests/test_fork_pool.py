@@ -229,3 +229,29 @@ def test_workers_forked_after_out_was_locked_do_not_keep_it_locked(tmp_path):
     report = json.loads(done.stdout)
     assert len(report["pids"]) == 2 and all(report["alive"]), report
     assert report["code"] == 0, report
+
+
+DAEMON_RULE = """
+import multiprocessing
+from cpgen.runner import run_jobs
+
+def job(_):
+    return run_jobs(abs, [-1, -2, -3], workers=2, backend="fork", progress=False, desc="")
+
+if __name__ == "__main__":
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        print(pool.map(job, [0]))
+"""
+
+
+def test_a_daemonic_process_which_may_have_no_children_runs_its_jobs_as_loky_would(tmp_path):
+    """Inside a multiprocessing pool's worker (daemonic: no children allowed), the backend is
+    loky's, which runs the jobs in that process (joblib warns), instead of failing to fork."""
+    script = tmp_path / "daemon.py"
+    script.write_text(DAEMON_RULE)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[[1, 2, 3]]"
