@@ -9,14 +9,17 @@ through ``image_store``); cutmix by its source folder and file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
+import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from cpgen import images
-from cpgen.image_store import ImageStore
+from cpgen.image_store import ImageStore, open_store, shares_decodes
 
 #: An image's identity in the cache: (root folder, file, width, height); copy-paste checks a
 #: decode against the size its annotations give, so one file read at two sizes is two entries.
@@ -65,6 +68,7 @@ class WorkerImages:
                 self.store = ImageStore(store, store_bytes) if store else None
             self.budget = budget_bytes
             self._shrink()
+        allow_cache_growth(budget_bytes * (2 if store else 1))  # maps: a second budget
 
     def clear(self) -> None:
         """Forget everything (the run is over; frees the memory)."""
@@ -160,6 +164,24 @@ def default_cache_mb(workers: int) -> int:
     except (AttributeError, ValueError, OSError):
         return 0
     return int(min(total // 4 // max(1, workers), 2 * 1024**3) // 2**20)
+
+
+@contextlib.contextmanager
+def run_cache(
+    run_options: Any, reads_per_image: Callable[[], float]
+) -> Iterator[tuple[str, int, str, int]]:
+    """What a run's shards carry for ``WorkerImages.configure``: a new name for the run, each
+    worker's budget in bytes (``--cache-mb``, by default ``default_cache_mb`` for the processes
+    that decode: this one alone with ``--device``), and the folder where the workers share
+    their decodes with what each may write there (``image_store.shares_decodes``, given the
+    shards' ``reads_per_image()``; "" and 0 for none), removed when the block ends."""
+    device = getattr(run_options, "device", None)
+    cache_mb = getattr(run_options, "cache_mb", None)
+    if cache_mb is None:
+        cache_mb = default_cache_mb(1 if device is not None else run_options.workers)
+    share = shares_decodes(run_options.backend, device, cache_mb, reads_per_image)
+    with open_store(run_options.workers if share else 1) as (store, store_bytes):
+        yield uuid.uuid4().hex, cache_mb * 2**20, store, store_bytes
 
 
 def allow_cache_growth(budget_bytes: int) -> None:

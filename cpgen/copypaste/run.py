@@ -7,7 +7,6 @@ read + validate (datasets.coco) -> plan (plan.py) -> shards in workers (shard.py
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,10 +33,10 @@ from cpgen.copypaste.sources import (
 )
 from cpgen.datasets import coco, consumers
 from cpgen.errors import DataError
-from cpgen.image_store import open_store, reads_per_image, shares_decodes
+from cpgen.image_store import reads_per_image
 from cpgen.plan import AFFINITY_BLOCK, CopyPasteTask, affinity_shards, plan_copypaste, shard
 from cpgen.runner import Lazy, RunOptions, run_jobs
-from cpgen.worker_images import default_cache_mb
+from cpgen.worker_images import run_cache
 
 SHARD_SIZE = 16
 
@@ -243,9 +242,6 @@ def run(
         most_annotations + min(options.max_paste, most_pasted),
     )
     source = inputs.source_index
-    cache_mb = getattr(run_options, "cache_mb", None)
-    if cache_mb is None:
-        cache_mb = default_cache_mb(1 if device is not None else run_options.workers)
     chunks = affinity_shards(tasks, SHARD_SIZE, pool=inputs.pool)
     last_use = later_uses(chunks, inputs.pool)
 
@@ -288,14 +284,9 @@ def run(
     pending = [k for k in range(len(chunks)) if first_generate + k not in finished]
     initial = len(tasks) - sum(len(chunks[k]) for k in pending)
     # workers on this machine share their decodes (image_store) where shards read the same images
-    share = shares_decodes(
-        run_options.backend,
-        device,
-        cache_mb,
-        lambda: reads_per_image(images_read(c, inputs.pool) for c in chunks),
-    )
-    with open_store(run_options.workers if share else 1) as (store, store_bytes):
-        cache = (uuid.uuid4().hex, cache_mb * 2**20, store, store_bytes)
+    with run_cache(
+        run_options, lambda: reads_per_image(images_read(c, inputs.pool) for c in chunks)
+    ) as cache:
         try:
             if device is None:  # payloads made as workers take them: the main process stays small
                 run_jobs(

@@ -33,7 +33,6 @@ from cpgen.datasets import coco
 from cpgen.datasets.coco_checks import usable_record
 from cpgen.files import naming
 from cpgen.plan import CopyPasteTask
-from cpgen.worker_images import allow_cache_growth
 
 #: Masks traced in one call: outputs' records wait until this many need tracing (the tracer's
 #: cost is mostly per call for a few masks; past a dozen its sorts cost more per mask)
@@ -134,7 +133,6 @@ def run_generate_shard(job: GenerateShard, pixels: Pixels = CPU_PIXELS) -> Shard
         uses[sources[t.source].key] += 1
     if job.cache[1] > 0:
         WORKER_IMAGES.configure(*job.cache)
-        allow_cache_growth(job.cache[1] * (2 if job.cache[2] else 1))  # maps: a second budget
     worker = WORKER_IMAGES if job.cache[1] > 0 else None
     cache = ShardImages(uses, worker=worker, later=job.later, decode=pixels.decode)
     # written outputs' records and those of them still to trace

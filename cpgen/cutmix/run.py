@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,10 +34,10 @@ from cpgen.cutmix.shard import (
     run_device,
 )
 from cpgen.datasets import folders
-from cpgen.image_store import open_store, reads_per_image, shares_decodes
+from cpgen.image_store import reads_per_image
 from cpgen.plan import shard
 from cpgen.runner import run_jobs
-from cpgen.worker_images import default_cache_mb
+from cpgen.worker_images import run_cache
 
 # ---------------------------------------------------------------------------------------------
 # The whole run
@@ -146,21 +145,11 @@ def run(
         for line in warnings(index):
             report(line)
 
-    cache_mb = run_options.cache_mb
-    if cache_mb is None:
-        cache_mb = default_cache_mb(1 if run_options.device is not None else run_options.workers)
     chunks = shard(tasks, SHARD_SIZE)
-    last_use = {p: k for k, chunk in enumerate(chunks) for t in chunk for p in (t.base, t.patch)}
     touched = [sorted({t.base for t in chunk} | {t.patch for t in chunk}) for chunk in chunks]
+    last_use = {p: k for k, read in enumerate(touched) for p in read}
     # workers on this machine share their decodes (image_store) where shards read the same images
-    share = shares_decodes(
-        run_options.backend,
-        run_options.device,
-        cache_mb,
-        lambda: reads_per_image(touched),
-    )
-    with open_store(run_options.workers if share else 1) as (store, store_bytes):
-        cache = (uuid.uuid4().hex, cache_mb * 2**20, store, store_bytes)
+    with run_cache(run_options, lambda: reads_per_image(touched)) as cache:
         payloads = [
             CutMixShard(
                 k,

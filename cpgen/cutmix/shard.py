@@ -17,7 +17,7 @@ from cpgen.cutmix.options import COLUMNS, CutMixOptions, RunOptions
 from cpgen.cutmix.plan import CutMixTask, Prepared, prepare
 from cpgen.ops.cutmix import paste_box, resize
 from cpgen.runner import setup_worker, thread_pool
-from cpgen.worker_images import Shared, WorkerImages, allow_cache_growth
+from cpgen.worker_images import Shared, WorkerImages
 
 # ---------------------------------------------------------------------------------------------
 # Shards (run in workers: small picklable payloads, small results)
@@ -91,7 +91,6 @@ def shard_reader(job: CutMixShard) -> Reader:
     if budget <= 0:
         return lambda ref: (_load(job.src, ref), False)
     WORKER_IMAGES.configure(run, budget, store, store_bytes)
-    allow_cache_growth(budget * (2 if store else 1))  # maps: a second budget
     left = Counter(p for t in job.tasks for p in (t.base, t.patch))
     lock = threading.Lock()
     size = job.options.size
