@@ -13,11 +13,11 @@ The main process makes a store where the shards read each image 1.5 times or mor
 writing the images costs what the few saved decodes do). It makes the folder before the
 generate shards and removes it after them, also after an error or a signal (``open_store``); a
 folder left by a killed run is removed by the next run on the machine (``sweep``). The store is
-used only where the workers share this machine's ``/dev/shm`` (the loky and multiprocessing
-backends, no ``--device``, a non-zero ``--cache-mb``). A worker's writes count against its
-``--cache-mb`` and all of them together fill at most half of the space ``/dev/shm`` had free
-(``SHARE_OF_FREE``); a write that fails anyway (the space taken meanwhile) stops that worker's
-writes, never the run.
+used only where the workers share this machine's ``/dev/shm`` (``SHARED_MEMORY``: the fork,
+loky and multiprocessing backends; no ``--device``, a non-zero ``--cache-mb``). A worker's
+writes count against its ``--cache-mb`` and all of them together fill at most half of the
+space ``/dev/shm`` had free (``SHARE_OF_FREE``); a write that fails anyway (the space taken
+meanwhile) stops that worker's writes, never the run.
 """
 
 from __future__ import annotations

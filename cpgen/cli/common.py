@@ -57,6 +57,16 @@ BackendOpt = Annotated[
         "loky where forking is unsafe, as on macOS), loky, threading, multiprocessing, dask, ..."
     ),
 ]
+CacheMbOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="MiB of decoded images each worker keeps across shards, counting those it "
+        "shares with the other workers through /dev/shm (0: none; default: a quarter of "
+        "the memory shared by the workers, at most 2048). Changes no output byte; a "
+        "--resume may use another value.",
+        show_default=False,
+    ),
+]
 QualityOpt = Annotated[int, typer.Option(help="JPEG quality of generated images (1-100).")]
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace an earlier cpgen output in --out.")

@@ -11,6 +11,7 @@ import typer
 from cpgen.cli.common import (
     AnnOpt,
     BackendOpt,
+    CacheMbOpt,
     DryRunOpt,
     ImagesOpt,
     JsonOpt,
@@ -168,16 +169,7 @@ def copypaste(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per --device encode batch.")] = 64,
-    cache_mb: Annotated[
-        int | None,
-        typer.Option(
-            help="MiB of decoded images each worker keeps across shards, counting those it "
-            "shares with the other workers through /dev/shm (0: none; default: a quarter of "
-            "the memory shared by the workers, at most 2048). Changes no output byte; a "
-            "--resume may use another value.",
-            show_default=False,
-        ),
-    ] = None,
+    cache_mb: CacheMbOpt = None,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
     as_json: JsonOpt = False,

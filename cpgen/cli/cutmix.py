@@ -10,6 +10,7 @@ import typer
 
 from cpgen.cli.common import (
     BackendOpt,
+    CacheMbOpt,
     DryRunOpt,
     JsonOpt,
     OutOpt,
@@ -95,15 +96,7 @@ def cutmix(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per --device batch.")] = 64,
-    cache_mb: Annotated[
-        int | None,
-        typer.Option(
-            help="MiB of decoded images each worker keeps across shards (0: none; default: a "
-            "quarter of the memory shared by the workers, at most 2048). Changes no output "
-            "byte; a --resume may use another value.",
-            show_default=False,
-        ),
-    ] = None,
+    cache_mb: CacheMbOpt = None,
     quality: QualityOpt = 95,
     overwrite: OverwriteOpt = False,
     resume: ResumeOpt = False,
