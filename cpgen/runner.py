@@ -1,4 +1,5 @@
-"""Run shard jobs through joblib (any backend) with a progress bar on stderr."""
+"""Run shard jobs on cpgen's forked pool (``fork_pool``) or through joblib (any other backend),
+with a progress bar on stderr."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,9 +152,10 @@ def _quiet_dask_teardown() -> None:
 
 
 def stop_workers() -> None:
-    """Kill the loky worker processes now (after an error or a signal); a later run starts new
-    ones. joblib already aborts its pool on an exception; this also covers an exception that
-    reached us between two results, and the executor it keeps for reuse.
+    """Kill the worker processes now (the forked pool's and loky's; after a command, an error or
+    a signal); a later run starts new ones. joblib already aborts its pool on an exception;
+    this also covers an exception that reached us between two results, and the executor it
+    keeps for reuse.
 
     A warm-up still handing its tasks to the pool (``start_workers``) is let finish first, for
     a few seconds at most: killing the pool under a submission makes loky's manager thread
@@ -211,13 +213,15 @@ def default_workers() -> int:
 
 
 def check_backend(backend: str) -> None:
-    """Refuse a joblib backend that joblib does not know or cannot load (before any work)."""
+    """Refuse a backend that is neither cpgen's ``fork`` nor one joblib knows and can load
+    (before any work). joblib is imported only for another backend than ``fork``."""
+    if backend == fork_pool.NAME:
+        return
     from joblib.parallel import BACKENDS, EXTERNAL_BACKENDS
 
-    fork_pool.register()
     if backend not in BACKENDS and backend not in EXTERNAL_BACKENDS:
-        known = ", ".join(sorted({*BACKENDS, *EXTERNAL_BACKENDS}))
-        raise UsageError(f"unknown --backend {backend!r}", hint=f"joblib knows: {known}")
+        known = ", ".join(sorted({fork_pool.NAME, *BACKENDS, *EXTERNAL_BACKENDS}))
+        raise UsageError(f"unknown --backend {backend!r}", hint=f"known: {known}")
     if backend == "dask":
         try:
             import distributed  # noqa: F401
@@ -271,47 +275,46 @@ def run_jobs(
     total: int | None = None,
     initial: int = 0,
     unit: str = "img",
+    reads: Callable[[int], Iterable[Hashable]] | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> list[R]:
     """Run ``job`` on every payload; results come back in payload order.
 
     ``on_result`` returns how many items a finished job did, for the progress bar, which counts
-    to ``total`` from ``initial`` (items done before, by a run being resumed).
-    """
-    from joblib import Parallel, delayed, parallel_config
-    from tqdm import tqdm
+    to ``total`` from ``initial`` (items done before, by a run being resumed). ``reads(i)``
+    names what payload ``i`` reads (image keys): the ``fork`` backend gives a worker the
+    payloads that read what it already read (``fork_pool.run``); other backends take payloads
+    in order. ``meanwhile()`` runs here once the jobs started (the workers' first ones sent,
+    with the ``fork`` backend; joblib's start as results are asked for).
 
+    The ``fork`` backend runs one worker's jobs here, and two or more on the pool
+    ``fork_pool.start`` forks, without joblib; where it cannot fork, on loky's through joblib.
+    """
     results: list[R | None] = [None] * len(payloads)
     if not payloads:
         return []
-    if backend == fork_pool.NAME:
-        fork_pool.register()
-        fork_pool.start(workers)  # before the bar below starts tqdm's thread; where it still can
+    forked = backend == fork_pool.NAME and workers > 1 and fork_pool.start(workers)
+    if backend == fork_pool.NAME and workers > 1 and not forked:
+        backend = "loky"
     if backend == "dask":
         _ensure_dask_client(workers)
     # no bar at all when it is not shown: even a disabled one starts tqdm's monitor thread,
     # after which this process can no longer fork a pool
-    bar = (
-        tqdm(
-            desc=desc,
-            total=total,
-            initial=initial,
-            unit=unit,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
-        if progress
-        else None
-    )
-    stream = None
+    bar = _bar(desc, total, initial, unit) if progress else None
+    stream: Any = None
     try:
-        with parallel_config(backend=backend, n_jobs=workers):
-            stream = Parallel(return_as=_return_as(backend))(
-                delayed(_indexed)(job, i, p) for i, p in enumerate(payloads)
-            )
-            for i, result in stream:
-                results[i] = result
-                if bar is not None:
-                    bar.update(on_result(result) if on_result else 1)
+        if forked:
+            stream = fork_pool.run(job, payloads, reads)
+        elif backend == fork_pool.NAME:  # one worker: this process
+            stream = _here(job, payloads)
+        else:
+            stream = _joblib(job, payloads, workers, backend)
+        if meanwhile is not None:
+            meanwhile()
+        for i, result in stream:
+            results[i] = result
+            if bar is not None:
+                bar.update(on_result(result) if on_result else 1)
     except BaseException:
         # an error in a job, a full disk, Ctrl-C or SIGTERM: no worker may outlive the run
         if backend == "dask":  # its scheduler logs the tasks dropped below as errors
@@ -333,6 +336,31 @@ def run_jobs(
         if bar is not None:
             bar.close()
     return results  # type: ignore[return-value]
+
+
+def _bar(desc: str, total: int | None, initial: int, unit: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(
+        desc=desc, total=total, initial=initial, unit=unit, file=sys.stderr, dynamic_ncols=True
+    )
+
+
+def _here(job: Callable[[Any], R], payloads: Sequence[Any]) -> Iterator[tuple[int, R]]:
+    """The jobs in this process, in order (as joblib's sequential backend runs them)."""
+    for i in range(len(payloads)):
+        yield _indexed(job, i, payloads[i])
+
+
+def _joblib(
+    job: Callable[[Any], R], payloads: Sequence[Any], workers: int, backend: str
+) -> Iterator[tuple[int, R]]:
+    from joblib import Parallel, delayed, parallel_config
+
+    with parallel_config(backend=backend, n_jobs=workers):
+        yield from Parallel(return_as=_return_as(backend))(
+            delayed(_indexed)(job, i, p) for i, p in enumerate(payloads)
+        )
 
 
 class Warmup:

@@ -53,8 +53,9 @@ WorkersOpt = Annotated[
 BackendOpt = Annotated[
     str,
     typer.Option(
-        help="joblib backend: fork (cpgen's: workers forked from this process, ready at once; "
-        "loky where forking is unsafe, as on macOS), loky, threading, multiprocessing, dask, ..."
+        help="fork (cpgen's own: workers forked from this process, ready at once, each given "
+        "the shards that read the images it decoded; loky where forking is unsafe, as on "
+        "macOS), or a joblib backend: loky, threading, multiprocessing, dask, ..."
     ),
 ]
 CacheMbOpt = Annotated[

@@ -6,7 +6,9 @@ read + validate (datasets.coco) -> plan (plan.py) -> shards in workers (shard.py
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -201,7 +203,13 @@ def run(
         for warning in inputs.warnings:
             report(warning)
 
-    def execute(payloads: list[Any], job: Any, desc: str, size: Callable[[Any], int]) -> None:
+    def execute(
+        payloads: list[Any],
+        job: Any,
+        desc: str,
+        size: Callable[[Any], int],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> None:
         run_jobs(
             job,
             [p for p in payloads if p.number not in finished],
@@ -212,6 +220,7 @@ def run(
             on_result=lambda r: r.done,
             total=sum(size(p) for p in payloads),
             initial=sum(size(p) for p in payloads if p.number in finished),
+            meanwhile=meanwhile,
         )
 
     # phase 1: check every image's header, place the originals, recompute their areas and boxes
@@ -228,11 +237,19 @@ def run(
                 str(out),
             )
         )
-    execute(originals, run_originals_shard, "checking images", lambda p: len(p.images))
+    # the plan is made while the workers place the originals, as if none is broken: made
+    # again without those they find broken (rare), it fails where it fails (after the phase)
+    ahead: list[list[CopyPasteTask]] = []
+
+    def plan_ahead() -> None:
+        with contextlib.suppress(DataError):
+            ahead.append(plan(index, options, (), inputs))
+
+    execute(originals, run_originals_shard, "checking images", lambda p: len(p.images), plan_ahead)
     broken = {int(p) for s in range(len(originals)) for p in output.read_shard(out, s)["broken"]}
 
     # phase 2: generate from the usable images only
-    tasks = plan(index, options, broken, inputs)
+    tasks = ahead[0] if ahead and not broken else plan(index, options, broken, inputs)
     first_generate = len(originals)
     most_annotations = max((len(a) for a in index.anns_by_image), default=0)
     most_pasted = max((len(a) for a in inputs.source_index.anns_by_image), default=0)
@@ -243,11 +260,15 @@ def run(
     )
     source = inputs.source_index
     chunks = affinity_shards(tasks, SHARD_SIZE, pool=inputs.pool)
-    last_use = later_uses(chunks, inputs.pool)
+    pending = [k for k in range(len(chunks)) if first_generate + k not in finished]
+    # the shards not yet made that read each image: a shard's worker keeps those still to be
+    # read (payloads are made in the order workers take them, not always the shards' order)
+    reads_left = Counter(key for k in pending for key in images_read(chunks[k], inputs.pool))
 
     def build(k: int) -> GenerateShard:
-        """The payload of generate shard ``k``, made when a worker is about to need it."""
+        """The payload of generate shard ``k``, made when a worker is about to need it (once)."""
         chunk = chunks[k]
+        reads_left.subtract(images_read(chunk, inputs.pool))
         targets = {t.target for t in chunk if t.background is None}
         sources = {t.source for t in chunk}
         touched = targets if inputs.pool else targets | sources
@@ -276,12 +297,11 @@ def run(
             str(inputs.backgrounds_dir or ""),
             cache,
             frozenset(
-                [dataset_refs[p].key for p in touched if last_use[("t", p)] > k]
-                + [pool_refs[p].key for p in pool_sources if last_use[("s", p)] > k]
+                [dataset_refs[p].key for p in touched if reads_left[("t", p)] > 0]
+                + [pool_refs[p].key for p in pool_sources if reads_left[("s", p)] > 0]
             ),
         )
 
-    pending = [k for k in range(len(chunks)) if first_generate + k not in finished]
     initial = len(tasks) - sum(len(chunks[k]) for k in pending)
     # workers on this machine share their decodes (image_store) where shards read the same images
     with run_cache(
@@ -299,6 +319,7 @@ def run(
                     on_result=lambda r: r.done,
                     total=len(tasks),
                     initial=initial,
+                    reads=lambda i: images_read(chunks[pending[i]], inputs.pool),
                 )
             else:
                 payloads = [build(k) for k in pending]
@@ -320,11 +341,6 @@ def images_read(chunk: list[CopyPasteTask], pool: bool) -> set[tuple[str, int]]:
     for the pool's."""
     read = {("t", t.target) for t in chunk if t.background is None}
     return read | {("s" if pool else "t", t.source) for t in chunk}
-
-
-def later_uses(chunks: list[list[CopyPasteTask]], pool: bool) -> dict[tuple[str, int], int]:
-    """The last shard (index in ``chunks``) that reads each image (``images_read``)."""
-    return {key: k for k, chunk in enumerate(chunks) for key in images_read(chunk, pool)}
 
 
 def merge(

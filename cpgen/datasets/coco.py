@@ -196,8 +196,11 @@ def _duplicates(values: Iterable[Any]) -> list[Any]:
 #: the int is the number of annotations, for a progress bar.
 MapJobs = Callable[[Callable[[CheckJob], CheckResult], Sequence[CheckJob], int], list[CheckResult]]
 
-#: Annotations per check job.
+#: Annotations per check job; in workers (``map_jobs``) at most ``PARALLEL_CHECK_BATCH``, so
+#: that the workers finish together (20,375 annotations in five jobs of 4,096 kept one of two
+#: workers busy 0.04 s longer than the other).
 CHECK_BATCH = 4096
+PARALLEL_CHECK_BATCH = 1024
 
 #: From this many annotations on, ``map_jobs`` (worker processes) checks them.
 PARALLEL_CHECK = 20_000
@@ -334,11 +337,13 @@ def _check(
         (pos, anns[pos], images[img]["width"], images[img]["height"])
         for pos, img in image_of.items()
     ]
-    jobs = [CheckJob(items[i : i + CHECK_BATCH]) for i in range(0, len(items), CHECK_BATCH)]
+    parallel = map_jobs is not None and len(items) >= PARALLEL_CHECK
+    batch = min(CHECK_BATCH, PARALLEL_CHECK_BATCH) if parallel else CHECK_BATCH
+    jobs = [CheckJob(items[i : i + batch]) for i in range(0, len(items), batch)]
     large = len(anns) >= LARGE_ANNOTATIONS
     if large and not progress and report is not None:
         report(f"checking {len(anns):,} annotations...")
-    if map_jobs is not None and len(items) >= PARALLEL_CHECK:
+    if map_jobs is not None and parallel:
         return map_jobs(check_annotations, jobs, len(items))
     if not (large and progress):
         return [check_annotations(job) for job in jobs]
