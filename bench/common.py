@@ -71,12 +71,17 @@ def interleaved_medians(measures: dict[str, Callable[[], float]], repeats: int) 
 
     Interleaving lets drift on a shared machine hit every measure alike. The measuring process
     gets the same setup as a cpgen worker (single-threaded OpenCV, heap thresholds), so the
-    codec floor is not handicapped.
+    codec floor is not handicapped. Each measure starts with nothing of the ones before left to
+    write back (``os.sync``, not timed): the kernel writes a run's outputs (200 MB for 2,000
+    images) to disk up to 30 s after it, in whichever measure then runs, as a user's command is
+    not billed for the one before it.
     """
     setup_worker()
     runs: dict[str, list[float]] = {name: [] for name in measures}
     for _ in range(repeats):
         for name, measure in measures.items():
+            if hasattr(os, "sync"):
+                os.sync()
             runs[name].append(measure())
     return {name: statistics.median(values) for name, values in runs.items()}
 
