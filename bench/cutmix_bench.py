@@ -70,7 +70,8 @@ def bench_cutmix(
     """Medians of ``repeats`` interleaved rounds: the floor and cpgen with 1 and 2 workers
     (outputs at ``size``, ``--size``, when given).
 
-    Keys: ``outputs``, ``floor_s``, ``one_s``, ``two_s`` (seconds). Prints nothing.
+    Keys: ``outputs``, ``floor_s``, ``one_s``, ``two_s`` (seconds), ``speedup`` (the median of
+    the rounds' one over two). Prints nothing.
     """
     index = folders.load(src)
     options = cutmix.CutMixOptions(num_images=num_images, size=size)
