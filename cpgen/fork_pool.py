@@ -18,9 +18,10 @@ worker one task at a time through the worker's own pipe, from the main thread, w
 its own (this process stays forkable). Choosing the worker lets a task go where its images are:
 given the keys of what each task reads, a worker is next given the first task that reads what
 a task it ran read, so that its cache (``worker_images``) has the image, instead of whichever
-worker is free first decoding it again (one output per image: 111 of 2,000 images decoded
-twice on two workers). Each worker's next task is made (``payloads[i]``) and pickled while it
-runs its current one, and a worker that runs out takes another's next. A worker that dies
+worker is free first decoding it again (one output per image on two workers: 111 of 2,000
+images decoded twice that way, 9-12 this way). Each worker's next task is made
+(``payloads[i]``) and pickled while it runs its current one, and a worker that runs out takes
+another's next. A worker that dies
 (killed, out of memory) fails the run (``WorkerDied``) instead of hanging it.
 
 Where forking is unsafe (another thread running, numpy's idle OpenBLAS threads included, which
