@@ -21,8 +21,8 @@ a task it ran read, so that its cache (``worker_images``) has the image, instead
 worker is free first decoding it again (one output per image on two workers: 111 of 2,000
 images decoded twice that way, 9-12 this way). Each worker's next task is made
 (``payloads[i]``) and pickled while it runs its current one, and a worker that runs out takes
-another's next. A worker that dies
-(killed, out of memory) fails the run (``WorkerDied``) instead of hanging it.
+another's next. A worker that dies (killed, out of memory) fails the run (``WorkerDied``)
+instead of hanging it.
 
 Where forking is unsafe (another thread running, numpy's idle OpenBLAS threads included, which
 the console script does not start; or not Linux: macOS's system libraries do not survive a
@@ -156,11 +156,6 @@ def stop() -> None:
 def pids() -> list[int]:
     """The pool's worker pids (empty without a pool)."""
     return sorted(w.process.pid for w in _pool or ())
-
-
-def ready(workers: int) -> bool:
-    """Whether a pool of ``workers`` is forked (``start``) and ``run`` may use it."""
-    return _pool is not None and len(_pool) == workers
 
 
 def run(

@@ -293,9 +293,10 @@ def run_jobs(
     results: list[R | None] = [None] * len(payloads)
     if not payloads:
         return []
-    forked = backend == fork_pool.NAME and workers > 1 and fork_pool.start(workers)
-    if backend == fork_pool.NAME and workers > 1 and not forked:
-        backend = "loky"
+    forked = False
+    if backend == fork_pool.NAME and workers > 1:  # forked here, else loky's through joblib
+        forked = fork_pool.start(workers)
+        backend = backend if forked else "loky"
     if backend == "dask":
         _ensure_dask_client(workers)
     # no bar at all when it is not shown: even a disabled one starts tqdm's monitor thread,
