@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import atexit
+import math
 import os
+import resource
 import shutil
 import statistics
 import tempfile
@@ -66,6 +68,30 @@ def file_creation_ms(count: int = 500) -> float:
     return statistics.median(times) * 1000
 
 
+def page_cache_write_s(total_mb: int = 128) -> tuple[float, float]:
+    """Kernel seconds to write ``total_mb`` MB of new 2 MB files where the bench writes: first
+    into memory the machine has not used lately, then, once those files are deleted, into the
+    pages they freed.
+
+    On a VM that gives free memory back to its host (this project's: free page reporting), the
+    first costs 10-20x the second: the host backs each page again at its first use, and two
+    vCPUs doing that at once are partly serialised. A run writes its outputs into new pages
+    (the bench keeps every output until it ends, ``scratch``), so on such a machine that cost
+    is in cpgen's figures, and in two workers' more than in one's (issue 9's dense case: 0.8-1.3
+    s of kernel time a worker, against 0.1-0.2 s where the pages were reused).
+    """
+    data = os.urandom(2 << 20)
+    timings = []
+    for _ in range(2):
+        folder = scratch("pages-")
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+        for i in range(total_mb // 2):
+            (folder / f"{i}.bin").write_bytes(data)
+        timings.append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - start)
+        shutil.rmtree(folder)
+    return timings[0], timings[1]
+
+
 def interleaved_medians(measures: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
     """Run each measure once per round, ``repeats`` rounds, and keep each one's median.
 
@@ -78,26 +104,63 @@ def interleaved_medians(measures: dict[str, Callable[[], float]], repeats: int) 
     """
     setup_worker()
     runs: dict[str, list[float]] = {name: [] for name in measures}
+    cpu: dict[str, list[float]] = {name: [] for name in measures}
     for _ in range(repeats):
         for name, measure in measures.items():
             if hasattr(os, "sync"):
                 os.sync()
+            before = cpu_seconds()
             runs[name].append(measure())
+            cpu[name].append(cpu_spent(before, cpu_seconds()))
     medians = {name: statistics.median(values) for name, values in runs.items()}
-    return {**medians, **_speedups(runs)}
+    return {**medians, **_speedups(runs), **_speedups(cpu, "cpu_ratio", invert=True)}
 
 
-def _speedups(runs: dict[str, list[float]]) -> dict[str, float]:
+def cpu_seconds() -> tuple[float, dict[int, float]]:
+    """CPU seconds (user and kernel) used so far by this process and the children it waited for
+    (whole-process runs, the floor's processes), and by each of the fork pool's workers, read
+    from ``/proc`` (none where there is no ``/proc``)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+    workers = {}
+    from cpgen import fork_pool
+
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for pid in fork_pool.pids():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        workers[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime, workers
+
+
+def cpu_spent(
+    before: tuple[float, dict[int, float]], after: tuple[float, dict[int, float]]
+) -> float:
+    """CPU seconds between two ``cpu_seconds``: NaN where a worker ended between them (its whole
+    life's CPU then moves to the waited children's)."""
+    if before[1].keys() - after[1].keys():
+        return math.nan
+    return after[0] - before[0] + sum(t - before[1].get(p, 0.0) for p, t in after[1].items())
+
+
+def _speedups(
+    runs: dict[str, list[float]], suffix: str = "speedup", invert: bool = False
+) -> dict[str, float]:
     """For each measure ``X_one_s`` with an ``X_two_s`` beside it, ``X_speedup``: the median
     of each round's one-worker over two-worker time. The two run back to back, so they share
     the VM's drift, which moves a single run by 10-15% here; the ratio of the two medians takes
-    them from different rounds (three rounds of each image once read 1.76-2.0x that way)."""
+    them from different rounds (three rounds of each image once read 1.76-2.0x that way).
+    ``invert``: two over one instead, named ``X_`` + ``suffix`` (the CPU time ratio)."""
     found = {}
     for name in runs:
         if name.endswith("one_s") and name[: -len("one_s")] + "two_s" in runs:
             stem = name[: -len("one_s")]
-            ratios = [a / b for a, b in zip(runs[name], runs[stem + "two_s"], strict=True)]
-            found[stem + "speedup"] = statistics.median(ratios)
+            pairs = zip(runs[name], runs[stem + "two_s"], strict=True)
+            ratios = [b / a if invert else a / b for a, b in pairs]
+            ratios = [x for x in ratios if not math.isnan(x)]
+            found[stem + suffix] = statistics.median(ratios) if ratios else math.nan
     return found
 
 
@@ -113,24 +176,33 @@ def report(name: str, src: Path, r: dict[str, float]) -> None:
     )
     print(
         f"  cpgen, 2 workers   {n / r['two_s']:8.1f} outputs/s  ({r['two_s']:.2f} s)"
-        f"  = {r['speedup']:.2f}x speed-up over 1 worker"
+        f"  = {r['speedup']:.2f}x speed-up over 1 worker{_cpu(r, '')}"
     )
     if "floor_proc_two_s" in r:
         one, two = r["floor_proc_one_s"], r["floor_proc_two_s"]
         print(
             f"  the floor as whole processes, writing its JPEGs: 1 process {one:.2f} s,"
             f" 2 processes {two:.2f} s = {r['floor_proc_speedup']:.2f}x (two processes' best on"
-            " this machine)"
+            f" this machine){_cpu(r, 'floor_proc_')}"
         )
     if "cli_two_s" in r:
         print(
             f"  whole process (the console script): 1 worker {r['cli_one_s']:.2f} s,"
-            f" 2 workers {r['cli_two_s']:.2f} s = {r['cli_speedup']:.2f}x speed-up"
+            f" 2 workers {r['cli_two_s']:.2f} s = {r['cli_speedup']:.2f}x speed-up{_cpu(r, 'cli_')}"
         )
     if "cli_default_two_s" in r:
         one, two = r["cli_default_one_s"], r["cli_default_two_s"]
         print(
             f"  whole process, every option at its default (originals linked, as issue 9"
             f" measured): 1 worker {one:.2f} s, 2 workers {two:.2f} s ="
-            f" {r['cli_default_speedup']:.2f}x speed-up"
+            f" {r['cli_default_speedup']:.2f}x speed-up{_cpu(r, 'cli_default_')}"
         )
+
+
+def _cpu(r: dict[str, float], stem: str) -> str:
+    """How much CPU time two used against one, for a speed-up's line: where that ratio is over
+    1, the same work cost more with both of the machine's CPUs busy (on a shared VM, mostly the
+    Python-level work: it waits on memory that the other CPU and the host's other guests share),
+    and the speed-up is at most 2 over it."""
+    ratio = r.get(stem + "cpu_ratio", math.nan)
+    return "" if math.isnan(ratio) else f"; CPU time {ratio:.2f}x one's"
