@@ -200,9 +200,11 @@ def report(name: str, src: Path, r: dict[str, float]) -> None:
 
 
 def _cpu(r: dict[str, float], stem: str) -> str:
-    """How much CPU time two used against one, for a speed-up's line: where that ratio is over
-    1, the same work cost more with both of the machine's CPUs busy (on a shared VM, mostly the
-    Python-level work: it waits on memory that the other CPU and the host's other guests share),
-    and the speed-up is at most 2 over it."""
+    """How much CPU time two used against one, for a speed-up's line. Over 1, the same work cost
+    more CPU with both of the machine's CPUs busy, and the speed-up is at most 2 over it. On
+    this project's VM that is mostly kernel time writing into memory the host took back
+    (``page_cache_write_s``), and Python-level code waiting on memory the other CPU and the
+    host's other guests share (beside a process copying memory, cpgen's Python functions ran
+    up to 2x slower, the codec 7-13%)."""
     ratio = r.get(stem + "cpu_ratio", math.nan)
     return "" if math.isnan(ratio) else f"; CPU time {ratio:.2f}x one's"
