@@ -74,11 +74,11 @@ def page_cache_write_s(total_mb: int = 128) -> tuple[float, float]:
     pages they freed.
 
     On a VM that gives free memory back to its host (this project's: free page reporting), the
-    first costs 10-20x the second: the host backs each page again at its first use, and two
-    vCPUs doing that at once are partly serialised. A run writes its outputs into new pages
-    (the bench keeps every output until it ends, ``scratch``), so on such a machine that cost
-    is in cpgen's figures, and in two workers' more than in one's (issue 9's dense case: 0.8-1.3
-    s of kernel time a worker, against 0.1-0.2 s where the pages were reused).
+    first cost 10-20x the second, presumably because the host backs each page again at its
+    first use; two processes writing at once were only partly faster. The bench keeps every
+    output until it ends (``scratch``), so its runs write into new pages, and on such a machine
+    that cost can be in cpgen's figures, more in two workers' than in one's (issue 9's dense
+    case in the full bench: 0.8-1.25 s of kernel time a worker, against 0.1-0.2 s alone).
     """
     data = os.urandom(2 << 20)
     timings = []
@@ -119,7 +119,7 @@ def interleaved_medians(measures: dict[str, Callable[[], float]], repeats: int) 
 def cpu_seconds() -> tuple[float, dict[int, float]]:
     """CPU seconds (user and kernel) used so far by this process and the children it waited for
     (whole-process runs, the floor's processes), and by each of the fork pool's workers, read
-    from ``/proc`` (none where there is no ``/proc``)."""
+    from ``/proc``: NaN where a worker's cannot be read (no ``/proc``), so no ratio is made."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     waited = resource.getrusage(resource.RUSAGE_CHILDREN)
     workers = {}
@@ -130,7 +130,7 @@ def cpu_seconds() -> tuple[float, dict[int, float]]:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
-            continue
+            return math.nan, workers
         workers[pid] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime, workers
 
