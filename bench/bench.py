@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from bench.common import (
+    free_scratch,
     interleaved_medians,
     page_cache_write_s,
     report,
@@ -257,10 +258,14 @@ def main() -> None:
         f"  --blend gaussian, 1 worker {args.num_images / result['gaussian_s']:8.1f} outputs/s"
         f"  = {result['gaussian_s'] / result['floor_s']:.2f}x the floor"
     )
+    free_scratch()  # each case writes into the memory the one before freed (``free_scratch``)
     many = bench_copypaste(coco_src, args.many, args.repeats, gaussian=False)
     report(f"copypaste, a small set multiplied ({args.many} outputs)", coco_src, many)
+    free_scratch()
     _report_once(args, coco_src)
+    free_scratch()
     _report_dense(args)
+    free_scratch()
     big = bench_big_file(args.big_copies, args.repeats)
     if big:
         print(
@@ -280,7 +285,9 @@ def main() -> None:
     folder_src = SHARED / "hymenoptera_val"
     if not folder_src.is_dir():
         folder_src = REPO / "examples" / "folders"
+    free_scratch()
     report("cutmix", folder_src, bench_cutmix(folder_src, args.num_images, args.repeats))
+    free_scratch()
     at_224 = bench_cutmix(folder_src, args.num_images, args.repeats, (224, 224))
     report("cutmix --size 224x224", folder_src, at_224)
 
