@@ -246,7 +246,7 @@ def main() -> None:
     fresh, reused = page_cache_write_s()
     print(
         f"(writing 128 MB of new files there: {fresh:.2f} s of kernel time into memory not used"
-        f" lately, {reused:.2f} s into pages just freed; cpgen's outputs go to new pages)"
+        f" lately, {reused:.2f} s into pages just freed)"
     )
     if args.only:
         cases = {"once": lambda: _report_once(args, coco_src), "dense": lambda: _report_dense(args)}
