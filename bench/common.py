@@ -95,10 +95,10 @@ def page_cache_write_s(total_mb: int = 128) -> tuple[float, float]:
 
     On a VM that gives free memory back to its host (this project's: free page reporting), the
     first cost 10-20x the second, presumably because the host backs each page again at its
-    first use; two processes writing at once were only partly faster. The bench keeps every
-    output until it ends (``scratch``), so its runs write into new pages, and on such a machine
-    that cost can be in cpgen's figures, more in two workers' than in one's (issue 9's dense
-    case in the full bench: 0.8-1.25 s of kernel time a worker, against 0.1-0.2 s alone).
+    first use; two processes writing at once were only partly faster. Where a run writes into
+    new pages, that cost is in cpgen's figures, more in two workers' than in one's: issue 9's
+    dense case, with the bench's earlier outputs kept, spent 0.8-1.25 s of kernel time a
+    worker, against 0.1-0.13 s once they were freed before it (``free_scratch``).
     """
     data = os.urandom(2 << 20)
     timings = []
