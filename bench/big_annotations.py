@@ -29,9 +29,10 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO.parent / "shared" / "data" / "coco_val2017_tiny80"
 
 
-def build(root: Path, copies: int) -> Path:
-    """Write the big dataset under ``root`` (annotations.json + images/); return ``root``."""
-    sample = json.loads((SAMPLE / "annotations.json").read_text())
+def build(root: Path, copies: int, source: Path = SAMPLE) -> Path:
+    """Write the big dataset under ``root`` (annotations.json + images/): ``copies`` x the COCO
+    dataset ``source`` (the shared sample), its images hard-linked; return ``root``."""
+    sample = json.loads((source / "annotations.json").read_text())
     images_dir = root / "images"
     images_dir.mkdir(parents=True)
     image_ids = {r["id"]: k for k, r in enumerate(sample["images"])}
@@ -42,7 +43,7 @@ def build(root: Path, copies: int) -> Path:
         for copy in range(copies):
             for k, record in enumerate(sample["images"]):
                 name = f"{copy:04d}_{record['file_name']}"
-                os.link(SAMPLE / "images" / record["file_name"], images_dir / name)
+                os.link(source / "images" / record["file_name"], images_dir / name)
                 new = {**record, "id": copy * n_images + k + 1, "file_name": name}
                 f.write(("," if copy or k else "") + json.dumps(new))
         f.write('],"annotations":[')
